@@ -1,0 +1,67 @@
+"""The offline, deterministic agent: the objective's first draft, then playbook repairs.
+
+Strategy: start from the best candidate so far; answer the most urgent priority level present
+in its hints (P1 before anything else: fix what blocks before tuning), one repair per hint
+kind, never a repair this lineage already applied with no gain, never touching what the keeps
+protect (repairs change the recipe or constructor arguments, not working code).
+"""
+
+from __future__ import annotations
+
+from autopilot_lab.agents.base import Agent, NoProposal
+from autopilot_lab.agents.playbook import repairs_for
+from autopilot_lab.candidate import Candidate
+from autopilot_lab.hints import Hint, Keep
+from autopilot_lab.journal import Journal
+
+
+class RulesAgent(Agent):
+    name = "rules"
+
+    def propose(self, objective, journal: Journal, hints: list[Hint],
+                keeps: list[Keep]) -> Candidate:
+        if not journal.iterations:
+            draft = objective.initial_candidate()
+            return draft.replace(notes={**draft.notes, "agent": self.name,
+                                        "summary": "first draft: " + objective.draft_summary()})
+        base = journal.best  # the loop hands us the hints and keeps of this same iteration
+        tried = _tried(journal, base.n)
+        candidate, applied = base.candidate, []
+        seen_kinds = set()
+        top = min((h.priority for h in hints), default=None)
+        for hint in hints:
+            if hint.priority != top or hint.kind in seen_kinds:
+                continue
+            for repair in repairs_for(hint.kind):
+                if (repair.name, base.candidate.digest()) in tried:
+                    continue
+                change = repair.apply(candidate, hint)
+                if change is None:
+                    continue
+                candidate, what = change
+                applied.append({"repair": repair.name, "hint": hint.kind.name,
+                                "hint_key": hint.key, "change": what})
+                seen_kinds.add(hint.kind)
+                break
+        if not applied:
+            kinds = sorted({h.kind.name for h in hints if h.priority == top})
+            raise NoProposal(
+                "the rules playbook has no untried repair for " + (", ".join(kinds) or
+                                                                   "the remaining hints")
+                + "; use --agent llm or auto for code-level changes")
+        summary = "; ".join(f"{a['repair']} for {a['hint']}: {a['change']}" for a in applied)
+        return candidate.replace(parent=base.n, notes={"agent": self.name, "repairs": applied,
+                                                       "summary": summary})
+
+
+def _tried(journal: Journal, base_n: int) -> set[tuple[str, str]]:
+    """(repair, parent digest) pairs already applied from this same parent."""
+    out = set()
+    for it in journal.iterations:
+        parent = it.candidate.parent
+        if parent is None:
+            continue
+        digest = journal.get(parent).candidate.digest()
+        for a in it.candidate.notes.get("repairs", []):
+            out.add((a["repair"], digest))
+    return out

@@ -1,0 +1,68 @@
+"""Tier 5: train with the recipe's budget and compare the task metric with the target."""
+
+from __future__ import annotations
+
+import base64
+
+from autopilot_lab import metrics
+from autopilot_lab.candidate import Candidate
+from autopilot_lab.checks.base import Check, CheckContext
+from autopilot_lab.hints import Hint, HintKind, Keep
+from autopilot_lab.scorecard import Verdict
+
+OVERFIT_GAP = 0.08  # in quality units (see metrics.quality): train far better than valid
+
+
+class MetricCheck(Check):
+    name = "metric"
+    tier = 5
+    hard = False
+
+    def evaluate(self, candidate: Candidate, ctx: CheckContext) -> Verdict:
+        outcome = ctx.run_job(self.name, "train_eval", candidate)
+        if outcome.status != "ok":
+            v = self.failed_run(outcome, candidate)
+            v.evidence["target_met"] = False
+            return v
+        res = dict(outcome.result)
+        weights = res.pop("weights_b64", None)
+        if weights:
+            ctx.outputs["weights"] = base64.b64decode(weights)
+        recipe = candidate.recipe
+        primary = ctx.target.metric if ctx.target else metrics.PRIMARY[ctx.task["kind"]]
+        evidence = {"metric": primary, "target": ctx.target.text if ctx.target else None,
+                    "history": res["history"], "epochs_run": res["epochs_run"],
+                    "best_epoch": res["best_epoch"], "stopped_early": res["stopped_early"],
+                    "loss": res["loss_name"]}
+        if res["diverged"]:
+            d = res["diverged"]
+            evidence.update(diverged=d, target_met=False)
+            return self.verdict(False, 0.0, [Hint(
+                HintKind.NAN_LOSS, self.name, "training loss",
+                f"{d['loss']} at epoch {d['epoch']}", "finite for the whole training",
+                f"lower the learning rate (now {recipe.lr:g}) or clip gradients",
+                where="recipe.lr")], evidence=evidence)
+        m = res["metrics"]
+        value = m["test"][primary]
+        evidence.update(metrics=m, value=value)
+        hints = []
+        met = ctx.target.met(value) if ctx.target else True
+        evidence["target_met"] = met
+        if not met:
+            hints.append(Hint(HintKind.METRIC_GAP, self.name, f"test {primary}", value,
+                              ctx.target.text,
+                              f"short by {ctx.target.gap(value):.4g}: train longer (epochs "
+                              f"{recipe.epochs}), add capacity, or tune the learning rate "
+                              f"({recipe.lr:g})", where="recipe"))
+        q_train = metrics.quality(primary, m["train"][primary], y_std=ctx.y_std)
+        q_valid = metrics.quality(primary, m["valid"][primary], y_std=ctx.y_std)
+        if q_train - q_valid > OVERFIT_GAP:
+            hints.append(Hint(HintKind.OVERFITTING, self.name, f"train vs valid {primary}",
+                              f"{m['train'][primary]:.4g} vs {m['valid'][primary]:.4g}",
+                              f"quality gap <= {OVERFIT_GAP}",
+                              "add weight decay or dropout, or stop early on the validation "
+                              "loss", where="recipe.weight_decay"))
+        keeps = [Keep(self.name, f"test {primary} {value:.4g} meets {ctx.target.text}")] \
+            if met and ctx.target else []
+        score = metrics.quality(primary, value, y_std=ctx.y_std)
+        return self.verdict(met, score, hints, keeps, evidence)

@@ -1,0 +1,53 @@
+"""Tier 4: numerical stability in eval mode: float64 vs float32 drift, extreme inputs,
+and whether a row's output depends on the other rows of its batch."""
+
+from __future__ import annotations
+
+from autopilot_lab.candidate import Candidate
+from autopilot_lab.checks.base import Check, CheckContext
+from autopilot_lab.hints import Hint, HintKind, Keep
+from autopilot_lab.scorecard import Verdict
+
+MAX_DRIFT = 1e-3          # relative to the output scale
+MAX_BATCH_DEPENDENCE = 1e-4
+
+
+class StabilityCheck(Check):
+    name = "stability"
+    tier = 4
+    hard = True
+
+    def evaluate(self, candidate: Candidate, ctx: CheckContext) -> Verdict:
+        outcome = ctx.run_job(self.name, "stability", candidate)
+        if outcome.status != "ok":
+            return self.failed_run(outcome, candidate)
+        res = outcome.result
+        where = f"{candidate.entry}.forward"
+        hints = []
+        if not res["finite"]:
+            hints.append(Hint(HintKind.NUMERICAL_INSTABILITY, self.name, "outputs on real rows",
+                              "NaN or inf", "finite",
+                              "guard divisions, logs and exps in forward()", where=where))
+        drift = res["drift_f64"]
+        if drift is not None and (isinstance(drift, str) or drift > MAX_DRIFT):
+            hints.append(Hint(HintKind.NUMERICAL_INSTABILITY, self.name,
+                              "float32 vs float64 drift", drift, f"<= {MAX_DRIFT:g}",
+                              "avoid catastrophic cancellation; use stable ops "
+                              "(logsumexp, log_softmax)", where=where))
+        broken = sorted(k for k, ok in res["extreme_inputs_finite"].items() if not ok)
+        if broken:
+            hints.append(Hint(HintKind.NUMERICAL_INSTABILITY, self.name,
+                              "outputs on extreme inputs", f"non-finite for {broken}", "finite",
+                              "bound activations (no unguarded exp) or standardize inputs",
+                              where=where))
+        dep = res["batch_invariance"]
+        if isinstance(dep, str) or dep > MAX_BATCH_DEPENDENCE:
+            hints.append(Hint(HintKind.NUMERICAL_INSTABILITY, self.name,
+                              "eval-mode batch dependence", dep, f"<= {MAX_BATCH_DEPENDENCE:g}",
+                              "a row's output must not depend on other rows in eval mode: "
+                              "use BatchNorm running statistics, no cross-row operations",
+                              where=where))
+        keeps = [] if hints else [Keep(self.name, "stable: float64 drift "
+                                                  f"{drift}, finite on extreme inputs, "
+                                                  "batch-invariant in eval mode")]
+        return self.verdict(not hints, 0.0 if hints else 1.0, hints, keeps, evidence=res)

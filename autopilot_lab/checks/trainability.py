@@ -1,0 +1,90 @@
+"""Tier 3: a few optimizer steps with the recipe. Catches, in seconds, what a full training
+run would reveal only at its end: NaN loss, parameters without gradient, exploding gradients,
+a loss that does not fall, dead ReLU units."""
+
+from __future__ import annotations
+
+from autopilot_lab.candidate import Candidate
+from autopilot_lab.checks.base import Check, CheckContext
+from autopilot_lab.hints import Hint, HintKind, Keep
+from autopilot_lab.scorecard import Verdict
+
+PROBE_STEPS = 20
+EXPLODING_NORM = 1e4
+LEARNING_RATIO = 0.98  # mean loss of the last 5 steps must be below this x the first 5
+DEAD_FRACTION = 0.6
+
+
+def _finite(x) -> bool:
+    return not isinstance(x, str)
+
+
+class TrainabilityCheck(Check):
+    name = "trainability"
+    tier = 3
+    hard = True
+
+    def evaluate(self, candidate: Candidate, ctx: CheckContext) -> Verdict:
+        outcome = ctx.run_job(self.name, "trainability", candidate, steps=PROBE_STEPS)
+        if outcome.status != "ok":
+            return self.failed_run(outcome, candidate)
+        res = outcome.result
+        recipe = candidate.recipe
+        hints: list[Hint] = []
+        losses = res["losses"]
+        bad = next((i for i, v in enumerate(losses) if not _finite(v)), None)
+        initial_ok = _finite(res["initial_loss"])
+        if not initial_ok or bad is not None:
+            step = 0 if not initial_ok else bad + 1
+            hints.append(Hint(
+                HintKind.NAN_LOSS, self.name, "training loss",
+                f"{res['initial_loss'] if not initial_ok else losses[bad]} at step {step}",
+                "finite at every step",
+                f"lower the learning rate (now {recipe.lr:g}) or clip gradients "
+                f"(grad_clip now {recipe.grad_clip:g})", where="recipe.lr"))
+        for pname, g in res["gradients"].items():
+            if g["state"] == "none" or (g["state"] == "ok" and g["zero"]):
+                hints.append(Hint(
+                    HintKind.NO_GRADIENT, self.name, "gradient",
+                    "None" if g["state"] == "none" else "all zeros", "finite, non-zero",
+                    f"parameter {pname} does not reach the loss: use it in forward() and "
+                    "remove .detach() / torch.no_grad() on its path", where=pname))
+            elif g["state"] == "ok" and not g["finite"]:
+                hints.append(Hint(HintKind.EXPLODING_GRADIENT, self.name, "gradient",
+                                  "non-finite", "finite", "clip gradients, lower the lr",
+                                  where=pname))
+        norms = [n for n in res["grad_norms"] if _finite(n)]
+        if bad is None and norms and max(norms) > EXPLODING_NORM:
+            hints.append(Hint(HintKind.EXPLODING_GRADIENT, self.name, "gradient norm",
+                              max(norms), f"<= {EXPLODING_NORM:g}",
+                              f"clip gradients (e.g. grad_clip=1.0) or lower lr "
+                              f"{recipe.lr:g}", where="recipe.grad_clip"))
+        first = _mean(losses[:5])
+        last = _mean(losses[-5:])
+        if initial_ok and bad is None and len(losses) >= 10 and not last < LEARNING_RATIO * first:
+            hints.append(Hint(
+                HintKind.NOT_LEARNING, self.name, "loss after probe steps",
+                f"{last:.6g} (first steps {first:.6g})", f"< {LEARNING_RATIO * first:.6g}",
+                "standardize the inputs (preprocessing='standardize') or raise the learning "
+                f"rate (now {recipe.lr:g})", where="recipe.preprocessing"))
+        for mod, frac in sorted(res["dead_fraction"].items()):
+            if _finite(frac) and frac > DEAD_FRACTION:
+                hints.append(Hint(HintKind.DEAD_UNITS, self.name, "dead unit fraction", frac,
+                                  f"<= {DEAD_FRACTION}",
+                                  "lower the learning rate or standardize inputs", where=mod))
+        blocking = [h for h in hints if h.priority.value == 1]
+        keeps = []
+        if not blocking:
+            n = len(res["gradients"])
+            keeps.append(Keep(self.name, f"all {n} parameters get finite non-zero gradients; "
+                                         f"loss falls {first:.4g} -> {last:.4g} in "
+                                         f"{len(losses)} steps"))
+        evidence = {"initial_loss": res["initial_loss"], "losses": losses,
+                    "max_grad_norm": max(norms) if norms else None,
+                    "dead_fraction": res["dead_fraction"], "loss": res["loss_name"]}
+        return self.verdict(not blocking, 0.0 if blocking else 1.0, hints, keeps, evidence)
+
+
+def _mean(values) -> float:
+    vals = [v for v in values if _finite(v)]
+    return sum(vals) / len(vals) if vals else float("nan")

@@ -1,0 +1,83 @@
+"""Plain-text renderings of runs for the terminal (`autopilot runs`, `autopilot show`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def _table(headers: list[str], rows: list[list[Any]]) -> str:
+    cells = [[str(c) for c in row] for row in rows]
+    widths = [max(len(h), *(len(r[i]) for r in cells)) if cells else len(h)
+              for i, h in enumerate(headers)]
+    line = "  ".join(h.ljust(w) for h, w in zip(headers, widths))
+    out = [line, "  ".join("-" * w for w in widths)]
+    out += ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in cells]
+    return "\n".join(out)
+
+
+def render_runs(rows: list[dict]) -> str:
+    if not rows:
+        return "no runs yet: `autopilot improve MODEL.py:Class --data SPEC` starts one"
+    return _table(
+        ["run", "objective", "status", "iters", "best", "score", "started"],
+        [[r["id"], r["objective"], r["status"], f"{r.get('iterations_done', '')}/"
+          f"{r['max_iters']}", r.get("best_iteration") or "-",
+          f"{r['best_score']:.3f}" if r.get("best_score") is not None else "-",
+          str(r["started_at"])[:19]] for r in rows])
+
+
+def render_progression(report: dict) -> str:
+    """Score progression per check, one row per iteration."""
+    its = report["iterations"]
+    checks: list[str] = []
+    for it in its:
+        checks += [c for c in it["checks"] if c not in checks]
+    rows = []
+    for it in its:
+        row = [it["n"], it["agent"]]
+        for c in checks:
+            v = it["checks"].get(c)
+            row.append(("skip" if c in it["skipped"] else "-") if v is None
+                       else ("pass " if v["passed"] else "FAIL ") + f"{v['score']:.3f}")
+        rows.append(row + [f"{it['score']:.3f}", it["summary"][:60]])
+    return _table(["iter", "agent", *checks, "score", "change"], rows)
+
+
+def render_run(run: dict, iterations: list[dict]) -> str:
+    out = [f"run {run['id']}  {run['objective']}  {run['status']}"
+           + (f"  ({run['reason']})" if run.get("reason") else ""),
+           f"started {run['started_at']}  finished {run.get('finished_at') or '-'}",
+           f"folder {run['folder']}"]
+    if run.get("error"):
+        out.append(f"error: {run['error']}")
+    if not iterations:
+        return "\n".join(out + ["no finished iteration yet"])
+    rows, checks = [], []
+    for it in iterations:
+        for v in it["scorecard"].verdicts:
+            if v.check not in checks:
+                checks.append(v.check)
+    for it in iterations:
+        card = it["scorecard"]
+        row = [it["n"], it["agent"]]
+        for c in checks:
+            v = card.verdict(c)
+            row.append(("skip" if c in card.skipped else "-") if v is None
+                       else ("pass " if v.passed else "FAIL ") + f"{v.score:.3f}")
+        rows.append(row + [f"{card.score:.3f}",
+                           it["candidate"].notes.get("summary", "")[:60]])
+    out += ["", "score progression", _table(["iter", "agent", *checks, "score", "change"],
+                                            rows)]
+    out += ["", "hints by iteration"]
+    for it in iterations:
+        hints = it["scorecard"].hints
+        out.append(f"  iteration {it['n']}: " + ("no hints" if not hints else ""))
+        out += [f"    {h.to_text()}" for h in hints]
+    best = max(iterations, key=lambda i: (i["score"], -i["n"]))
+    cand = best["candidate"]
+    out += ["", f"winning candidate: iteration {best['n']} (score {best['score']:.3f})",
+            f"  recipe: {cand.recipe.to_dict()}"]
+    if cand.init_kwargs:
+        out.append(f"  constructor arguments: {cand.init_kwargs}")
+    out.append(f"  code: {run['folder']}/best/{cand.main}")
+    return "\n".join(out)

@@ -1,0 +1,58 @@
+"""`autopilot doctor`: versions, devices, the sandbox layers this host allows, data access."""
+
+from __future__ import annotations
+
+import importlib.metadata as md
+import platform
+import sys
+from typing import Any
+
+PACKAGES = ("torch", "numpy", "pandas", "scikit-learn", "sqlalchemy", "openml", "ruff",
+            "tensorflow-cpu", "tensorflow", "keras")
+
+
+def diagnose() -> dict[str, Any]:
+    from autopilot_lab import __version__
+    from autopilot_lab.data import datasets_dir
+    from autopilot_lab.sandbox import Sandbox
+
+    versions = {}
+    for pkg in PACKAGES:
+        try:
+            versions[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            continue
+    devices: dict[str, Any] = {"cpu_threads": None, "cuda": False}
+    try:
+        import torch
+
+        devices["cpu_threads"] = torch.get_num_threads()
+        devices["cuda"] = torch.cuda.is_available()
+        if devices["cuda"]:
+            devices["gpus"] = [torch.cuda.get_device_name(i)
+                               for i in range(torch.cuda.device_count())]
+    except Exception as e:  # doctor reports, never crashes
+        devices["error"] = str(e)
+    try:
+        data_dir = str(datasets_dir())
+    except Exception as e:
+        data_dir = f"unavailable: {e}"
+    return {"autopilot_lab": __version__, "python": sys.version.split()[0],
+            "platform": platform.platform(), "packages": versions, "devices": devices,
+            "sandbox": Sandbox.available_layers(), "datasets_dir": data_dir}
+
+
+def render(report: dict[str, Any]) -> str:
+    lines = [f"autopilot-lab {report['autopilot_lab']} on Python {report['python']} "
+             f"({report['platform']})", "", "packages:"]
+    lines += [f"  {k:<16} {v}" for k, v in report["packages"].items()]
+    dev = report["devices"]
+    lines += ["", "devices:", f"  cpu threads      {dev.get('cpu_threads')}",
+              f"  cuda             {dev.get('cuda')}"]
+    lines += [f"  gpu              {g}" for g in dev.get("gpus", [])]
+    lines += ["", "sandbox layers:"]
+    for layer, state in report["sandbox"].items():
+        mark = "on " if state is True else "off" if state is False else "   "
+        lines.append(f"  [{mark}] {layer}" + ("" if isinstance(state, bool) else f": {state}"))
+    lines += ["", f"datasets folder: {report['datasets_dir']}"]
+    return "\n".join(lines)

@@ -1,0 +1,67 @@
+"""The history of one run: plain records with derived properties, no stored flags."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from autopilot_lab.candidate import Candidate
+from autopilot_lab.hints import Hint, Keep
+from autopilot_lab.scorecard import Scorecard
+
+
+@dataclass(frozen=True)
+class Iteration:
+    n: int
+    candidate: Candidate
+    scorecard: Scorecard
+    agent: str
+
+    @property
+    def score(self) -> float:
+        return self.scorecard.score
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"n": self.n, "agent": self.agent, "score": self.score,
+                "candidate": self.candidate.to_dict(), "scorecard": self.scorecard.to_dict(True)}
+
+
+@dataclass
+class Journal:
+    iterations: list[Iteration] = field(default_factory=list)
+
+    def add(self, it: Iteration) -> None:
+        self.iterations.append(it)
+
+    def __len__(self) -> int:
+        return len(self.iterations)
+
+    @property
+    def last(self) -> Iteration | None:
+        return self.iterations[-1] if self.iterations else None
+
+    @property
+    def best(self) -> Iteration | None:
+        """Highest score; the earliest wins a tie (fewer changes from the user's model)."""
+        best = None
+        for it in self.iterations:
+            if best is None or it.score > best.score:
+                best = it
+        return best
+
+    def get(self, n: int) -> Iteration:
+        return next(it for it in self.iterations if it.n == n)
+
+    def lineage(self, n: int) -> list[Iteration]:
+        """Iteration n and its ancestors, oldest first."""
+        chain, cur = [], self.get(n)
+        while cur is not None:
+            chain.append(cur)
+            cur = self.get(cur.candidate.parent) if cur.candidate.parent else None
+        return chain[::-1]
+
+    def hints_of(self, n: int) -> list[Hint]:
+        return self.get(n).scorecard.hints
+
+    def keeps_of(self, n: int) -> list[Keep]:
+        return self.get(n).scorecard.keeps

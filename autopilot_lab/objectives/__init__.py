@@ -1,0 +1,22 @@
+"""Objectives say what "done" means: `improve` today, `migrate` and `tune` next."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from autopilot_lab.objectives.base import Objective
+
+
+def objective_classes() -> dict[str, type[Objective]]:
+    from autopilot_lab.objectives.improve import ImproveObjective
+
+    return {"improve": ImproveObjective}
+
+
+def objective_from_spec(spec: dict[str, Any]) -> Objective:
+    """Rebuild an objective from the spec stored with its run (for resume)."""
+    classes = objective_classes()
+    name = spec.get("objective")
+    if name not in classes:
+        raise ValueError(f"unknown objective {name!r}; known: {sorted(classes)}")
+    return classes[name].from_spec(spec)

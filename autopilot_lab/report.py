@@ -1,0 +1,133 @@
+"""The run report: a JSON document and its readable markdown rendering.
+
+It says, per iteration, what each check scored and which hints it raised, which repair
+answered which hint and whether the hint was gone afterwards (the chain), and what won.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from autopilot_lab.journal import Journal
+
+
+def build_report(run_id: str, objective, journal: Journal, status: str,
+                 reason: str) -> dict[str, Any]:
+    iterations = []
+    for it in journal.iterations:
+        card = it.scorecard
+        iterations.append({
+            "n": it.n, "agent": it.agent, "parent": it.candidate.parent, "score": card.score,
+            "gates_passed": card.gates_passed, "failed_gate": card.failed_gate,
+            "targets_met": card.targets_met,
+            "checks": {v.check: {"passed": v.passed, "score": v.score, "hard": v.hard,
+                                 "seconds": v.timing.get("seconds")} for v in card.verdicts},
+            "skipped": list(card.skipped),
+            "hints": [h.to_dict() for h in card.hints],
+            "summary": it.candidate.notes.get("summary", ""),
+            "repairs": it.candidate.notes.get("repairs", []),
+            "recipe": it.candidate.recipe.to_dict(),
+        })
+    best = journal.best
+    out: dict[str, Any] = {
+        "run_id": run_id, "status": status, "reason": reason,
+        "objective": objective.describe(), "iterations": iterations,
+        "chain": _chain(journal), "best": None,
+    }
+    if best:
+        metric = best.scorecard.verdict("metric")
+        out["best"] = {"iteration": best.n, "score": best.score,
+                       "targets_met": best.scorecard.targets_met,
+                       "recipe": best.candidate.recipe.to_dict(),
+                       "init_kwargs": best.candidate.init_kwargs,
+                       "metrics": metric.evidence.get("metrics") if metric else None,
+                       "files": best.candidate.files, "entry": best.candidate.entry}
+    return out
+
+
+def _chain(journal: Journal) -> list[dict[str, Any]]:
+    """Each repair, the hint it answered, and whether that hint kind was gone afterwards."""
+    chain = []
+    for it in journal.iterations:
+        after = {h.kind.name for h in it.scorecard.hints}
+        for rep in it.candidate.notes.get("repairs", []):
+            chain.append({"iteration": it.n, "from_iteration": it.candidate.parent,
+                          "hint": rep["hint"], "repair": rep["repair"], "change": rep["change"],
+                          "resolved": rep["hint"] not in after})
+    return chain
+
+
+def to_json(report: dict[str, Any]) -> str:
+    return json.dumps(report, indent=2, sort_keys=True, default=str)
+
+
+def to_markdown(report: dict[str, Any]) -> str:
+    obj = report["objective"]
+    lines = [f"# Autopilot run {report['run_id']}", "",
+             f"- objective: **{obj.get('objective')}**",
+             f"- status: **{report['status']}** ({report['reason']})"]
+    task = obj.get("task") or {}
+    if task:
+        lines.append(f"- data: `{task.get('spec')}` ({task.get('kind')}, {task.get('rows')} "
+                     f"rows, {task.get('features')} features)")
+    target = obj.get("target")
+    if isinstance(target, dict):
+        lines.append(f"- target: `{target.get('text')}` -> {target.get('metric')} "
+                     f"{target.get('op')} {target.get('value'):.4g}")
+    base = obj.get("baseline")
+    if base:
+        lines.append(f"- baseline: {base.get('model')} {base.get('primary')} = "
+                     f"{base.get('value'):.4g}")
+    best = report.get("best")
+    if best:
+        lines.append(f"- best: iteration {best['iteration']}, score {best['score']}, "
+                     f"targets met: {best['targets_met']}")
+    checks = []
+    for it in report["iterations"]:
+        for c in it["checks"]:
+            if c not in checks:
+                checks.append(c)
+    lines += ["", "## Score progression", "",
+              "| iteration | agent | " + " | ".join(checks) + " | score |",
+              "| --- | --- | " + " | ".join("---" for _ in checks) + " | --- |"]
+    for it in report["iterations"]:
+        cells = []
+        for c in checks:
+            v = it["checks"].get(c)
+            if v is None:
+                cells.append("skipped" if c in it["skipped"] else "-")
+            else:
+                cells.append(("pass" if v["passed"] else "FAIL") + f" {v['score']:.3g}")
+        lines.append(f"| {it['n']} | {it['agent']} | " + " | ".join(cells) + f" | {it['score']} |")
+    if report["chain"]:
+        lines += ["", "## Repairs (which repair answered which hint)", "",
+                  "| iteration | from | hint | repair | change | hint gone |",
+                  "| --- | --- | --- | --- | --- | --- |"]
+        for c in report["chain"]:
+            lines.append(f"| {c['iteration']} | {c['from_iteration']} | {c['hint']} | "
+                         f"{c['repair']} | {c['change']} | {'yes' if c['resolved'] else 'no'} |")
+    lines += ["", "## Hints by iteration"]
+    for it in report["iterations"]:
+        lines += ["", f"### Iteration {it['n']}" + (f": {it['summary']}" if it["summary"] else "")]
+        if not it["hints"]:
+            lines.append("- no hints")
+        for h in it["hints"]:
+            where = f" at `{h['where']}`" if h["where"] else ""
+            lines.append(f"- **{h['priority']} {h['kind']}** ({h['check']}{where}): "
+                         f"{h['metric']} observed `{h['observed']}`, expected "
+                         f"`{h['expected']}`. {h['suggestion']}")
+    if best:
+        lines += ["", "## Winning candidate", "", f"Recipe: `{json.dumps(best['recipe'])}`"]
+        if best["init_kwargs"]:
+            lines.append(f"Constructor arguments: `{json.dumps(best['init_kwargs'])}`")
+        if best.get("metrics"):
+            lines += ["", "| split | " + " | ".join(next(iter(best["metrics"].values()))) + " |",
+                      "| --- |" + " --- |" * len(next(iter(best["metrics"].values())))]
+            for split, ms in best["metrics"].items():
+                lines.append(f"| {split} | " + " | ".join(f"{v:.4g}" if isinstance(v, float)
+                                                           else str(v) for v in ms.values())
+                             + " |")
+        for fname, text in best["files"].items():
+            lines += ["", f"`{fname}`:", "", "```python", text.rstrip(), "```"]
+    return "\n".join(lines) + "\n"
