@@ -1,0 +1,52 @@
+# Two commands for a fresh machine with only Python and Node: `make demo` and `make test`.
+# Both set up .venv first (torch==2.13.0 before anything that depends on it).
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: setup sandbox-deps demo test test-slow lint hints-doc clean
+
+setup: $(STAMP) sandbox-deps
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -e '.[dev,openml,tf]'
+	touch $(STAMP)
+
+# The sandbox's strongest layer is bubblewrap; install it where we may (root on Debian).
+sandbox-deps:
+	@if ! command -v bwrap >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    (apt-get update -qq && apt-get install -y -qq bubblewrap) >/dev/null \
+	      || echo "note: could not install bubblewrap; the sandbox falls back to process isolation"; \
+	  else \
+	    echo "note: bubblewrap not installed; the sandbox falls back to process isolation"; \
+	  fi; \
+	fi
+
+demo: setup
+	$(BIN)/autopilot improve examples/tabular_mlp.py:TabularMLP --data sklearn:breast_cancer \
+	  --recipe examples/diverging_recipe.json --target 'roc_auc>=0.98' --max-iters 5
+	$(BIN)/autopilot runs --limit 3
+
+test: setup
+	$(BIN)/ruff check .
+	$(BIN)/python -m autopilot_lab.hints | diff -u docs/hints.md - \
+	  || (echo "docs/hints.md is stale: run 'make hints-doc'"; exit 1)
+	$(BIN)/python -m pytest
+
+test-slow: setup
+	$(BIN)/python -m pytest -m slow
+
+hints-doc: $(STAMP)
+	$(BIN)/python -m autopilot_lab.hints > docs/hints.md
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+clean:
+	rm -rf $(VENV) .autopilot .pytest_cache
