@@ -29,8 +29,8 @@ sandbox-deps:
 	fi
 
 demo: setup
-	$(BIN)/autopilot improve examples/tabular_mlp.py:TabularMLP --data sklearn:breast_cancer \
-	  --recipe examples/diverging_recipe.json --target 'roc_auc>=0.98' --max-iters 5
+	$(BIN)/autopilot improve examples/tabular_mlp.py:TabularMLP --data sklearn:diabetes \
+	  --recipe examples/diverging_recipe.json --target baseline-0.05 --max-iters 6
 	$(BIN)/autopilot runs --limit 3
 
 test: setup

@@ -1,3 +1,28 @@
-"""Autopilot Lab: a verified agent loop for model work (generate -> score -> hint -> regenerate)."""
+"""Autopilot Lab: a verified agent loop for model work (generate -> score -> hint -> regenerate).
+
+The public API: :func:`improve`, :func:`run`, :func:`resume`; the result is a
+:class:`RunResult`. Heavy modules load on first use so that ``import autopilot_lab`` is cheap.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
+__all__ = ["improve", "resume", "run", "RunResult"]
+
+if TYPE_CHECKING:
+    from autopilot_lab.api import improve, resume, run
+    from autopilot_lab.loop import RunResult
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("improve", "resume", "run"):
+        from autopilot_lab import api
+
+        return getattr(api, name)
+    if name == "RunResult":
+        from autopilot_lab.loop import RunResult
+
+        return RunResult
+    raise AttributeError(f"module 'autopilot_lab' has no attribute {name!r}")

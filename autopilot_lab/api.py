@@ -89,8 +89,8 @@ def _drive(store: Store, run_id: str, objective: Objective, agent: str, max_iter
     bus.subscribe(store.subscriber, critical=True)
     for sub in subscribers:
         bus.subscribe(sub)
-    loop = Loop(objective, make_agent(agent), run_id=run_id, bus=bus,
-                workdir=store.run_folder(run_id) / "work",
+    loop = Loop(objective, make_agent(agent, store=store, run_id=run_id), run_id=run_id,
+                bus=bus, workdir=store.run_folder(run_id) / "work",
                 sandbox=Sandbox(limits or Limits()), max_iters=max_iters, artifacts=store,
                 rejected=lambda: store.rejected_hint_keys(run_id))
     if on_loop:

@@ -119,11 +119,14 @@ def _cmd_improve(args) -> int:
     from autopilot_lab.objectives.improve import DEFAULT_TARGET
 
     progress = Progress(args.max_iters, enabled=not args.quiet)
-    result = api.improve(args.model, args.data, target=args.target or DEFAULT_TARGET,
-                         max_iters=args.max_iters, agent=args.agent, recipe=_recipe(args),
-                         init_kwargs=_init_kwargs(args.init), datasets_dir=args.datasets_dir,
-                         seed=args.seed, home=args.home, subscribers=[progress])
-    progress.close()
+    try:
+        result = api.improve(args.model, args.data, target=args.target or DEFAULT_TARGET,
+                             max_iters=args.max_iters, agent=args.agent, recipe=_recipe(args),
+                             init_kwargs=_init_kwargs(args.init),
+                             datasets_dir=args.datasets_dir, seed=args.seed, home=args.home,
+                             subscribers=[progress])
+    finally:
+        progress.close()
     _print_result(result)
     return 0 if result.targets_met else EXIT_TARGET_MISSED
 
@@ -137,9 +140,11 @@ def _cmd_resume(args) -> int:
     run = store.get_run(args.run)
     progress = Progress(args.max_iters or run["max_iters"], enabled=not args.quiet,
                         start=len(store.iterations(args.run)))
-    result = api.resume(args.run, store=store, max_iters=args.max_iters,
-                        subscribers=[progress])
-    progress.close()
+    try:
+        result = api.resume(args.run, store=store, max_iters=args.max_iters,
+                            subscribers=[progress])
+    finally:
+        progress.close()
     _print_result(result)
     return 0 if result.targets_met else EXIT_TARGET_MISSED
 

@@ -16,14 +16,17 @@ class Progress:
 
     def __init__(self, max_iters: int, enabled: bool = True, start: int = 0):
         self.enabled = enabled and max_iters > 0
-        self.bar = tqdm(total=max_iters * CHECKS_PER_ITERATION,
-                        initial=start * CHECKS_PER_ITERATION, unit="check", file=sys.stderr,
-                        disable=not self.enabled, dynamic_ncols=True,
-                        bar_format="{desc} |{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}]")
+        self.total, self.start = max_iters * CHECKS_PER_ITERATION, start * CHECKS_PER_ITERATION
+        self.bar: tqdm | None = None  # drawn at the run's first event, not before validation
         self.done_in_iteration = 0
 
     def __call__(self, event: Event) -> None:
         d = event.data
+        if self.bar is None:
+            self.bar = tqdm(total=self.total, initial=self.start, unit="check", file=sys.stderr,
+                            disable=not self.enabled, dynamic_ncols=True,
+                            bar_format="{desc} |{bar}| {n_fmt}/{total_fmt} "
+                                       "[{elapsed}<{remaining}]")
         if event.type == "iteration_started":
             self.done_in_iteration = 0
             self.bar.set_description(f"iteration {d['iteration']}")
@@ -40,4 +43,5 @@ class Progress:
             self.bar.set_description(f"{d['status']}: {d['reason']}"[:60])
 
     def close(self) -> None:
-        self.bar.close()
+        if self.bar is not None:
+            self.bar.close()

@@ -49,6 +49,16 @@ class Journal:
                 best = it
         return best
 
+    @property
+    def frontier(self) -> Iteration | None:
+        """What the agent builds on: the highest score, the latest on a tie (a repair that
+        did not hurt is kept, so repairs compound instead of branching from the start)."""
+        top = None
+        for it in self.iterations:
+            if top is None or it.score >= top.score:
+                top = it
+        return top
+
     def get(self, n: int) -> Iteration:
         return next(it for it in self.iterations if it.n == n)
 

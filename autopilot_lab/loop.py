@@ -108,11 +108,11 @@ class Loop:
                     break
                 n = len(journal) + 1
                 self._emit("iteration_started", iteration=n)
-                best = journal.best
+                base = journal.frontier
                 rejected = self.rejected()
-                hints = sort_hints([h for h in best.scorecard.hints
-                                    if h.key not in rejected]) if best else []
-                keeps = best.scorecard.keeps if best else []
+                hints = sort_hints([h for h in base.scorecard.hints
+                                    if h.key not in rejected]) if base else []
+                keeps = base.scorecard.keeps if base else []
                 try:
                     candidate = self.agent.propose(self.objective, journal, hints, keeps)
                 except NoProposal as e:

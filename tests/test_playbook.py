@@ -34,7 +34,8 @@ def _nan(step=2):
 
 
 def _card(*hints, passed=False):
-    return Scorecard((Verdict("trainability", 3, True, passed, 0.0, hints=tuple(hints)),))
+    return Scorecard((Verdict("static", 0, True, True, 1.0),
+                      Verdict("trainability", 3, True, passed, 0.0, hints=tuple(hints))))
 
 
 class _Objective:
@@ -81,10 +82,23 @@ def test_rules_agent_does_not_repeat_a_repair_from_the_same_parent():
     first = agent.propose(_Objective(), journal, [], [])
     journal.add(Iteration(1, first, _card(_nan(), passed=False), "rules"))
     second = agent.propose(_Objective(), journal, [_nan()], [])
-    # the second attempt scored no better: the agent goes back to 1 and tries the next repair
+    # the second attempt scored worse: the agent goes back to 1 and tries the next repair
     journal.add(Iteration(2, second, Scorecard(()), "rules"))
     third = agent.propose(_Objective(), journal, [_nan()], [])
     assert third.parent == 1
+    assert [r["repair"] for r in third.notes["repairs"]] == ["clip_gradients"]
+
+
+def test_rules_agent_compounds_a_repair_that_did_not_hurt():
+    agent, journal = RulesAgent(), Journal()
+    first = agent.propose(_Objective(), journal, [], [])
+    journal.add(Iteration(1, first, _card(_nan()), "rules"))
+    second = agent.propose(_Objective(), journal, [_nan()], [])
+    journal.add(Iteration(2, second, _card(_nan()), "rules"))  # same score: still NaN
+    third = agent.propose(_Objective(), journal, [_nan()], [])
+    assert third.parent == 2
+    # builds on 2 (lr 0.1 kept) and, since lowering the lr did not end the NaN, clips instead
+    assert third.recipe.lr == pytest.approx(0.1) and third.recipe.grad_clip == 1.0
     assert [r["repair"] for r in third.notes["repairs"]] == ["clip_gradients"]
 
 

@@ -1,9 +1,10 @@
 """The offline, deterministic agent: the objective's first draft, then playbook repairs.
 
-Strategy: start from the best candidate so far; answer the most urgent priority level present
-in its hints (P1 before anything else: fix what blocks before tuning), one repair per hint
-kind, never a repair this lineage already applied with no gain, never touching what the keeps
-protect (repairs change the recipe or constructor arguments, not working code).
+Strategy: start from the best candidate so far (the latest of equals, so repairs compound);
+answer the most urgent priority level present in its hints (P1 before anything else: fix what
+blocks before tuning), one repair per hint kind; never a repair that this lineage applied
+without making its hint go away, nor one already tried from the same parent; never touching
+what the keeps protect (repairs change the recipe or constructor arguments, not working code).
 """
 
 from __future__ import annotations
@@ -24,8 +25,9 @@ class RulesAgent(Agent):
             draft = objective.initial_candidate()
             return draft.replace(notes={**draft.notes, "agent": self.name,
                                         "summary": "first draft: " + objective.draft_summary()})
-        base = journal.best  # the loop hands us the hints and keeps of this same iteration
-        tried = _tried(journal, base.n)
+        base = journal.frontier  # the loop hands us the hints and keeps of this iteration
+        tried = _tried(journal)
+        futile = _futile(journal, base.n)
         candidate, applied = base.candidate, []
         seen_kinds = set()
         top = min((h.priority for h in hints), default=None)
@@ -33,7 +35,7 @@ class RulesAgent(Agent):
             if hint.priority != top or hint.kind in seen_kinds:
                 continue
             for repair in repairs_for(hint.kind):
-                if (repair.name, base.candidate.digest()) in tried:
+                if (repair.name, base.candidate.digest()) in tried or repair.name in futile:
                     continue
                 change = repair.apply(candidate, hint)
                 if change is None:
@@ -54,7 +56,16 @@ class RulesAgent(Agent):
                                                        "summary": summary})
 
 
-def _tried(journal: Journal, base_n: int) -> set[tuple[str, str]]:
+def _futile(journal: Journal, base_n: int) -> set[str]:
+    """Repairs in the base's lineage after which the hint they answered was still there."""
+    out = set()
+    for it in journal.lineage(base_n):
+        still = {h.kind.name for h in it.scorecard.hints}
+        out |= {a["repair"] for a in it.candidate.notes.get("repairs", []) if a["hint"] in still}
+    return out
+
+
+def _tried(journal: Journal) -> set[tuple[str, str]]:
     """(repair, parent digest) pairs already applied from this same parent."""
     out = set()
     for it in journal.iterations:

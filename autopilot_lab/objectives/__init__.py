@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from autopilot_lab.objectives.base import Objective
+if TYPE_CHECKING:  # the checks import objectives.target; keep this package import-light
+    from autopilot_lab.objectives.base import Objective
 
 
 def objective_classes() -> dict[str, type[Objective]]:

@@ -1,0 +1,35 @@
+"""Shared fixtures: a fresh store home per test, the shared datasets folder, the example model."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATASETS = ROOT.parent / "shared" / "datasets"
+EXAMPLE_MODEL = ROOT / "examples" / "tabular_mlp.py"
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch) -> Path:
+    """An empty store home; also exported so CLI subprocesses use it."""
+    h = tmp_path / "home"
+    monkeypatch.setenv("AUTOPILOT_HOME", str(h))
+    return h
+
+
+@pytest.fixture
+def shared_datasets() -> Path:
+    if not (SHARED_DATASETS / "manifest.csv").exists():
+        pytest.skip("../shared/datasets is not beside this checkout")
+    return SHARED_DATASETS
+
+
+@pytest.fixture
+def mlp_source() -> str:
+    return EXAMPLE_MODEL.read_text()
