@@ -13,7 +13,9 @@ from autopilot_lab.journal import Journal
 
 
 def build_report(run_id: str, objective, journal: Journal, status: str,
-                 reason: str) -> dict[str, Any]:
+                 reason: str, llm_totals: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The report; ``llm_totals`` (the store's, which also counts the exchanges of a proposal
+    that never came) replaces the sum of the iterations' LLM usage when given."""
     iterations = []
     for it in journal.iterations:
         card = it.scorecard
@@ -26,6 +28,8 @@ def build_report(run_id: str, objective, journal: Journal, status: str,
             "skipped": list(card.skipped),
             "hints": [h.to_dict() for h in card.hints],
             "summary": it.candidate.notes.get("summary", ""),
+            "why": _why(it.candidate.notes),
+            "llm": it.candidate.notes.get("llm"),
             "repairs": it.candidate.notes.get("repairs", []),
             "recipe": it.candidate.recipe.to_dict(),
         })
@@ -34,6 +38,7 @@ def build_report(run_id: str, objective, journal: Journal, status: str,
         "run_id": run_id, "status": status, "reason": reason,
         "objective": objective.describe(), "iterations": iterations,
         "chain": _chain(journal), "best": None,
+        "llm": llm_totals if llm_totals is not None else _llm_sum(iterations),
     }
     if best:
         metric = best.scorecard.verdict("metric")
@@ -46,6 +51,30 @@ def build_report(run_id: str, objective, journal: Journal, status: str,
     return out
 
 
+def _why(notes: dict[str, Any]) -> str:
+    """Why the agent produced this candidate: its own word, else what its repairs say."""
+    if notes.get("why"):
+        return notes["why"]
+    repairs = notes.get("repairs") or []
+    if repairs:
+        return "playbook repairs for " + ", ".join(sorted({r["hint"] for r in repairs}))
+    return ""
+
+
+def _llm_sum(iterations: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """LLM requests, tokens, cost and latency summed over the iterations' notes."""
+    used = [it["llm"] for it in iterations if it["llm"]]
+    if not used:
+        return None
+    costs = [u["cost_usd"] for u in used if u.get("cost_usd") is not None]
+    return {"requests": sum(u["requests"] for u in used),
+            "failed": sum(u["failed"] for u in used),
+            "prompt_tokens": sum(u["prompt_tokens"] for u in used),
+            "completion_tokens": sum(u["completion_tokens"] for u in used),
+            "cost_usd": round(sum(costs), 8) if costs else None,
+            "latency_s": round(sum(u["latency_s"] for u in used), 4)}
+
+
 def _chain(journal: Journal) -> list[dict[str, Any]]:
     """Each repair, the hint it answered, and whether that hint kind was gone afterwards."""
     chain = []
@@ -56,6 +85,10 @@ def _chain(journal: Journal) -> list[dict[str, Any]]:
                           "hint": rep["hint"], "repair": rep["repair"], "change": rep["change"],
                           "resolved": rep["hint"] not in after})
     return chain
+
+
+def _usd(cost: float | None) -> str:
+    return "n/a (no price for the model)" if cost is None else f"${cost:.4f}"
 
 
 def to_json(report: dict[str, Any]) -> str:
@@ -72,9 +105,11 @@ def to_markdown(report: dict[str, Any]) -> str:
         lines.append(f"- data: `{task.get('spec')}` ({task.get('kind')}, {task.get('rows')} "
                      f"rows, {task.get('features')} features)")
     target = obj.get("target")
-    if isinstance(target, dict):
+    if isinstance(target, dict) and target.get("value") is not None:
         lines.append(f"- target: `{target.get('text')}` -> {target.get('metric')} "
                      f"{target.get('op')} {target.get('value'):.4g}")
+    elif isinstance(target, dict):
+        lines.append(f"- target: none (the {target.get('metric')} is reported, not required)")
     base = obj.get("baseline")
     if base:
         lines.append(f"- baseline: {base.get('model')} {base.get('primary')} = "
@@ -100,6 +135,23 @@ def to_markdown(report: dict[str, Any]) -> str:
             else:
                 cells.append(("pass" if v["passed"] else "FAIL") + f" {v['score']:.3g}")
         lines.append(f"| {it['n']} | {it['agent']} | " + " | ".join(cells) + f" | {it['score']} |")
+    lines += ["", "## Agents (which agent produced each iteration, and why)", "",
+              "| iteration | agent | why | LLM requests | tokens in / out | cost (USD) |",
+              "| --- | --- | --- | --- | --- | --- |"]
+    for it in report["iterations"]:
+        u = it.get("llm") or {}
+        usage = (f"{u['requests']} | {u['prompt_tokens']} / {u['completion_tokens']} | "
+                 f"{_usd(u.get('cost_usd'))}") if u else "- | - | -"
+        why = (it.get("why") or "-").replace("|", "\\|")
+        lines.append(f"| {it['n']} | {it['agent']} | {why} | {usage} |")
+    total = report.get("llm")
+    if total:
+        lines += ["", "## LLM usage", "",
+                  f"- requests: {total['requests']} ({total['failed']} failed)",
+                  f"- tokens: {total['prompt_tokens']} prompt, {total['completion_tokens']} "
+                  "completion",
+                  f"- cost: {_usd(total.get('cost_usd'))}",
+                  f"- time waiting for answers: {total['latency_s']:.1f} s"]
     if report["chain"]:
         lines += ["", "## Repairs (which repair answered which hint)", "",
                   "| iteration | from | hint | repair | change | hint gone |",

@@ -67,7 +67,9 @@ def test_hostile_candidates_become_hints_and_the_loop_goes_on(home, tmp_path, ml
     listener.close()
 
     assert len(result.history) == len(sources)
-    kinds = {it.candidate.notes["summary"]: {h.kind for h in it.scorecard.hints}
+    # style findings (P4, not a gate) on the hostile code itself are beside the point here
+    kinds = {it.candidate.notes["summary"]: {h.kind for h in it.scorecard.hints
+                                             if h.kind is not HintKind.STYLE}
              for it in result.history}
     assert kinds["infinite loop"] == {HintKind.RESOURCE_LIMIT}
     assert kinds["memory bomb"] == {HintKind.RESOURCE_LIMIT}
