@@ -1,0 +1,1097 @@
+"""Run a trusted job function next to untrusted candidate code, contained.
+
+``Sandbox.run("pkg.mod:func", payload, files=...)`` writes ``files`` into a fresh scratch folder,
+starts ``_sandbox_child.py`` in a child process that imports ``pkg.mod`` and calls
+``func(payload, workdir)``, and returns an :class:`Outcome`. The child reports completion on a
+private pipe, so a crash, ``os._exit`` or a kill is never mistaken for success.
+
+Layers, strongest first, each used when the host allows it (``Sandbox.available_layers()``):
+bubblewrap (read-only root, private ``/tmp``, pid/net/ipc/uts namespaces), a privilege drop to a
+distinct uid per concurrent run (61000-61999, no capabilities, no_new_privs), memory and pids
+cgroups, rlimits (file size, open files, core, processes, data), a process group, and parent-side
+RSS polling where no memory cgroup exists. ``Outcome.layers`` records what was active.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import functools
+import glob
+import json
+import os
+import re
+import secrets
+import selectors
+import shutil
+import signal
+import site
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import autopilot_lab
+
+UID_RANGE = range(61000, 62000)  # one uid per concurrently running sandbox
+MAX_RESULT_BYTES = 16 << 20  # a job's JSON result above this becomes an error
+OUTPUT_KILL_FACTOR = 50  # kill once stdout+stderr exceed this many times Limits.output_bytes
+PIDS_FAILURES_TO_KILL = 20  # failed forks (pids cgroup) that mark a fork bomb
+ISOLATIONS = ("auto", "bwrap", "process")
+
+_HARNESS = Path(__file__).resolve().with_name("_sandbox_child.py")
+_PROJECT_ROOT = Path(autopilot_lab.__file__).resolve().parent.parent
+_THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
+                "NUMEXPR_NUM_THREADS", "VECLIB_MAXIMUM_THREADS", "TF_NUM_INTRAOP_THREADS",
+                "TF_NUM_INTEROP_THREADS")
+_POLL_S = 0.05  # select timeout: how late a wall-time or output kill can come
+_CHECK_S = 0.2  # between cgroup / RSS checks
+_DRAIN_S = 1.0  # reading output after the child exited, should descendants hold the pipes
+_GONE_S = 3.0  # waiting for killed processes to disappear
+# Join the cgroups before exec, so that nothing the child starts is ever outside them.
+_JOIN_CGROUPS = 'while [ "$1" != -- ]; do echo $$ >"$1" || exit 125; shift; done; shift; exec "$@"'
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Resource limits of one sandboxed run."""
+
+    wall_s: float = 300.0
+    memory_mb: int = 4096  # resident memory of the whole process tree (cgroup), else RLIMIT_DATA
+    processes: int = 64  # pids / threads of the tree
+    file_size_mb: int = 256  # RLIMIT_FSIZE
+    open_files: int = 256  # RLIMIT_NOFILE
+    output_bytes: int = 200_000  # stdout+stderr kept (head and tail); past 50x this: killed
+    network: bool = False
+    threads: int = 1  # OMP/MKL/torch threads inside (env vars)
+
+    def __post_init__(self) -> None:
+        for name in ("wall_s", "memory_mb", "processes", "file_size_mb", "open_files",
+                     "output_bytes", "threads"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"Limits.{name} must be > 0, got {getattr(self, name)!r}")
+
+
+_LIMIT_WORDS = {"wall": "wall-time limit", "memory": "memory limit",
+                "processes": "process limit", "file_size": "file-size limit",
+                "output": "output limit", "open_files": "open-files limit"}
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one sandboxed run did. ``status``: ok | error | timeout | oom | crashed."""
+
+    status: str
+    result: Any
+    error: dict | None
+    exit_code: int | None
+    signal: int | None
+    limit: str | None
+    stdout: str
+    stderr: str
+    output_truncated: bool
+    wall_s: float
+    peak_memory_mb: float | None
+    layers: tuple[str, ...]
+
+    def describe(self) -> str:
+        """One sentence saying what happened, for people and for hints."""
+        after = f"after {self.wall_s:.1f} s"
+        hit = f" ({_LIMIT_WORDS[self.limit]} hit)" if self.limit else ""
+        err = self.error or {}
+        raised = ": ".join(filter(None, (err.get("type", "Exception"),
+                                         _first_line(err.get("message", "")))))
+        if self.status == "ok":
+            return f"returned a result {after}{hit}"
+        if self.status == "timeout":
+            return f"killed {after} wall-time limit"
+        if self.status == "oom":
+            if self.error:
+                return f"ran out of memory {after}: {raised}"
+            peak = f" at {self.peak_memory_mb:.0f} MB" if self.peak_memory_mb else ""
+            return f"killed by the memory limit{peak} {after}"
+        if self.status == "error":
+            return f"raised {raised} {after}{hit}"
+        if self.limit == "output":
+            return f"killed {after}: output exceeded {OUTPUT_KILL_FACTOR}x the output limit"
+        if self.limit == "processes" and self.signal == signal.SIGKILL:
+            return f"killed {after}: kept forking past the process limit"
+        if self.signal:
+            return f"crashed with signal {self.signal} ({_signal_name(self.signal)}) {after}{hit}"
+        return f"exited with code {self.exit_code} without reporting a result {after}{hit}"
+
+
+def _first_line(text: str, limit: int = 200) -> str:
+    line = str(text).strip().splitlines()[0] if str(text).strip() else ""
+    return line if len(line) <= limit else line[:limit] + "..."
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return "unknown signal"
+
+
+# --- host probing ------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class _Controller:
+    """Where this process creates child cgroups of one controller."""
+
+    name: str  # "memory" | "pids"
+    parent: Path
+    version: int  # 1 or 2
+
+
+_Mount = tuple[Path, str]  # where a cgroup hierarchy is mounted, and which of its folders
+
+
+def _cgroup_mounts() -> tuple[dict[str, _Mount], _Mount | None]:
+    """v1 mount per controller, and the v2 mount (from /proc/self/mountinfo)."""
+    v1: dict[str, _Mount] = {}
+    v2 = None
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            pre, _, post = line.partition(" - ")
+            fstype, _, super_opts = post.split()[:3]
+            mount = (Path(pre.split()[4]), pre.split()[3])
+            if fstype == "cgroup2":
+                v2 = mount
+            elif fstype == "cgroup":
+                for opt in super_opts.split(","):
+                    v1.setdefault(opt, mount)
+    return v1, v2
+
+
+def _cgroup_dir(mount: _Mount, path: str) -> Path:
+    """The folder of cgroup ``path`` (from /proc/self/cgroup) under ``mount``."""
+    point, root = mount
+    if root != "/" and (path == root or path.startswith(root.rstrip("/") + "/")):
+        path = path[len(root):]
+    return point / path.lstrip("/")
+
+
+def _find_controller(name: str) -> _Controller | str:
+    """The controller to use for ``name`` (v1 preferred where mounted), or why there is none."""
+    if not sys.platform.startswith("linux"):
+        return "cgroups exist only on Linux"
+    if os.geteuid() != 0:
+        return "creating cgroups needs root"
+    v1, v2 = _cgroup_mounts()
+    own: dict[str, str] = {}
+    with open("/proc/self/cgroup") as f:
+        for line in f:
+            _, controllers, path = line.rstrip("\n").split(":", 2)
+            for c in controllers.split(",") if controllers else [""]:
+                own[c] = path
+    if name in v1 and name in own:
+        return _probe_controller(_Controller(name, _cgroup_dir(v1[name], own[name]), 1))
+    if v2 is not None and "" in own:
+        parent = _cgroup_dir(v2, own[""])
+        try:
+            available = (parent / "cgroup.controllers").read_text().split()
+        except OSError as exc:
+            return f"cannot read cgroup v2 controllers: {exc}"
+        if name not in available:
+            return f"the {name} controller is not available in cgroup {parent}"
+        return _probe_controller(_Controller(name, parent, 2))
+    return f"no {name} cgroup hierarchy is mounted"
+
+
+def _probe_controller(ctl: _Controller) -> _Controller | str:
+    """Create and remove a test cgroup (and enable the controller for children on v2)."""
+    probe = ctl.parent / f"autopilot-{os.getpid()}-probe-{secrets.token_hex(3)}"
+    try:
+        if ctl.version == 2:
+            subtree = (ctl.parent / "cgroup.subtree_control")
+            if ctl.name not in subtree.read_text().split():
+                subtree.write_text(f"+{ctl.name}")
+        probe.mkdir()
+        limit_file = "memory.limit_in_bytes" if ctl.version == 1 else "memory.max"
+        if ctl.name == "memory" and not (probe / limit_file).exists():
+            raise OSError(f"{probe / limit_file} is missing")
+    except OSError as exc:
+        return f"cannot create a {ctl.name} cgroup under {ctl.parent}: {exc}"
+    finally:
+        with contextlib.suppress(OSError):
+            probe.rmdir()
+    return ctl
+
+
+def _try(cmd: list[str]) -> str | None:
+    """Run a short probe command; None when it succeeds, else why not."""
+    try:
+        done = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, timeout=20)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"{cmd[0]} failed: {exc}"
+    if done.returncode == 0:
+        return None
+    err = done.stderr.decode(errors="replace").strip() or f"exit code {done.returncode}"
+    return f"{cmd[0]} failed: {_first_line(err)}"
+
+
+def _reachable_by_others(path: str) -> bool:
+    """Whether an unrelated uid can read ``path`` (every ancestor searchable by 'other')."""
+    p = Path(path)
+    for folder in [*reversed(p.parents), p] if p.is_dir() else reversed(p.parents):
+        if not os.stat(folder).st_mode & 0o001:
+            return False
+    return bool(os.stat(p).st_mode & 0o004)
+
+
+def _needed_paths() -> list[str]:
+    """What the child must read: interpreter, standard library, venv, project, and the folders
+    that ``.pth`` files add (editable installs). Not the caller's own sys.path (``/tmp``...)."""
+    paths = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix,
+             os.path.dirname(os.path.realpath(sys.executable)), str(_PROJECT_ROOT)}
+    for site_dir in site.getsitepackages():
+        for pth in glob.glob(os.path.join(site_dir, "*.pth")):
+            with contextlib.suppress(OSError, UnicodeDecodeError), open(pth) as f:
+                paths.update(os.path.join(site_dir, line.strip()) for line in f
+                             if line.strip() and not line.startswith(("#", "import")))
+    real = {os.path.realpath(p) for p in paths if os.path.isdir(p)} - {"/", "/tmp"}
+    return sorted(p for p in real
+                  if not any(p != q and p.startswith(q.rstrip("/") + "/") for q in real))
+
+
+@dataclass(frozen=True)
+class _Host:
+    """What this host allows, probed once per process."""
+
+    root: bool
+    bwrap: str | None  # path of a working bwrap
+    setpriv: str | None
+    unshare: str | None  # path of an `unshare` whose `-n` works (process isolation)
+    memory: _Controller | None
+    pids: _Controller | None
+    reasons: dict[str, str]  # why a layer is off
+    hidden: tuple[str, ...]  # folders replaced by an empty tmpfs inside bwrap
+    exposed: tuple[str, ...]  # needed paths under a hidden folder or /tmp, bound back read-only
+    reachable: bool  # the interpreter and project are readable by an unprivileged uid
+
+
+@functools.cache
+def _host() -> _Host:
+    reasons: dict[str, str] = {}
+    root = os.geteuid() == 0
+    linux = sys.platform.startswith("linux")
+    needed = _needed_paths()
+    home = os.path.realpath(os.path.expanduser("~"))
+    hidden: set[str] = set()
+    exposed: list[str] = []
+    for path in needed:
+        parents = [str(a) for a in reversed(Path(path).parents) if str(a) != "/"]
+        tops = ([a for a in parents if not os.stat(a).st_mode & 0o001] if root
+                else [a for a in [*parents, path] if a == home])
+        if tops:
+            hidden.add(tops[0])
+        if tops or path == "/tmp" or path.startswith("/tmp/"):
+            exposed.append(path)
+    hidden = {h for h in hidden if not any(h.startswith(o.rstrip("/") + "/") for o in hidden)}
+
+    bwrap = shutil.which("bwrap") if linux else None
+    if bwrap is None:
+        reasons["bwrap"] = "bubblewrap is not installed" if linux else "bubblewrap needs Linux"
+    else:
+        probe = [bwrap, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc",
+                 "--unshare-pid", "--unshare-net", *([] if root else ["--unshare-user"]),
+                 "--", "/bin/true"]
+        why = _try(probe)
+        if why:
+            reasons["bwrap"], bwrap = why, None
+    setpriv = shutil.which("setpriv") if root else None
+    if not root:
+        reasons["uid_drop"] = "dropping to a sandbox uid needs root"
+    elif setpriv is None:
+        reasons["uid_drop"] = "setpriv (util-linux) is not installed"
+    reachable = all(_reachable_by_others(p) for p in needed) and _reachable_by_others(
+        os.path.realpath(sys.executable))
+    unshare = shutil.which("unshare") if root and linux else None
+    if unshare is None or _try([unshare, "-n", "--", "/bin/true"]) is not None:
+        reasons["unshare_net"] = ("`unshare -n` needs root on Linux" if not (root and linux)
+                                  else "`unshare -n` is missing or not permitted")
+        unshare = None
+    controllers: dict[str, _Controller | None] = {}
+    for name in ("memory", "pids"):
+        found = _find_controller(name)
+        controllers[name] = found if isinstance(found, _Controller) else None
+        if isinstance(found, str):
+            reasons[f"{name}_cgroup"] = found
+    if not os.path.isdir("/proc"):
+        reasons["rss_polling"] = "no /proc to read resident memory from"
+    return _Host(root, bwrap, setpriv, unshare, controllers["memory"], controllers["pids"],
+                 reasons, tuple(sorted(hidden)), tuple(exposed), reachable)
+
+
+# --- processes, cgroups, uids ------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class _Proc:
+    pid: int
+    uid: int
+    pgid: int
+    rss_kb: int
+    zombie: bool
+
+
+def _processes() -> list[_Proc]:
+    """All processes visible in /proc (uid, process group, resident memory)."""
+    procs = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        fields: dict[str, str] = {}
+        try:
+            with open(f"/proc/{entry.name}/status") as f:
+                for line in f:
+                    key, _, value = line.partition(":")
+                    fields[key] = value.strip()
+        except OSError:
+            continue
+        pgid = fields.get("NSpgid", "0").split()[0]
+        procs.append(_Proc(int(entry.name), int(fields.get("Uid", "-1").split()[0]), int(pgid),
+                           int(fields.get("VmRSS", "0 kB").split()[0]),
+                           fields.get("State", "").startswith("Z")))
+    return procs
+
+
+def _kill_uid(uid: int) -> int:
+    """SIGKILL every live process of ``uid``; how many there were."""
+    alive = [p.pid for p in _processes() if p.uid == uid and not p.zombie]
+    for pid in alive:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    return len(alive)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class _Cgroup:
+    """The memory and/or pids cgroup of one run, removed by :meth:`remove`."""
+
+    def __init__(self, name: str, memory: _Controller | None, pids: _Controller | None,
+                 memory_bytes: int, max_pids: int) -> None:
+        self.memory = memory.parent / name if memory else None
+        self.pids = pids.parent / name if pids else None
+        self.version = {c.name: c.version for c in (memory, pids) if c}
+        self.dirs = list(dict.fromkeys(d for d in (self.memory, self.pids) if d))
+        try:
+            for d in self.dirs:
+                d.mkdir()
+            self._set_limits(memory_bytes, max_pids)
+        except OSError:
+            _remove_cgroup(self.dirs)
+            raise
+
+    def _set_limits(self, memory_bytes: int, max_pids: int) -> None:
+        if self.memory and self.version["memory"] == 1:
+            (self.memory / "memory.limit_in_bytes").write_text(str(memory_bytes))
+            with contextlib.suppress(OSError):  # absent without swap accounting
+                (self.memory / "memory.memsw.limit_in_bytes").write_text(str(memory_bytes))
+        elif self.memory:
+            (self.memory / "memory.max").write_text(str(memory_bytes))
+            with contextlib.suppress(OSError):
+                (self.memory / "memory.swap.max").write_text("0")
+        if self.pids:
+            (self.pids / "pids.max").write_text(str(max_pids))
+
+    def procs_files(self) -> list[str]:
+        return [str(d / "cgroup.procs") for d in self.dirs]
+
+    def _counter(self, path: Path | None, key: str) -> int:
+        try:
+            for line in path.read_text().splitlines() if path else ():
+                k, _, v = line.partition(" ")
+                if k == key:
+                    return int(v)
+        except OSError:
+            pass
+        return 0
+
+    def oom_kills(self) -> int:
+        if not self.memory:
+            return 0
+        name = "memory.oom_control" if self.version["memory"] == 1 else "memory.events"
+        return self._counter(self.memory / name, "oom_kill")
+
+    def fork_failures(self) -> int:
+        return self._counter(self.pids / "pids.events" if self.pids else None, "max")
+
+    def peak_mb(self) -> float | None:
+        if not self.memory:
+            return None
+        name = "memory.max_usage_in_bytes" if self.version["memory"] == 1 else "memory.peak"
+        try:
+            return int((self.memory / name).read_text()) / 2**20
+        except (OSError, ValueError):
+            return None
+
+    def kill(self) -> None:
+        _kill_cgroup(self.dirs)
+
+    def remove(self) -> None:
+        _remove_cgroup(self.dirs)
+
+
+def _cgroup_pids(dirs: list[Path]) -> set[int]:
+    found: set[int] = set()
+    for d in dirs:
+        with contextlib.suppress(OSError):
+            found.update(int(p) for p in (d / "cgroup.procs").read_text().split())
+    return found
+
+
+def _kill_cgroup(dirs: list[Path]) -> set[int]:
+    """SIGKILL every process in the cgroups; the pids that were there."""
+    pids = _cgroup_pids(dirs)
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    return pids
+
+
+def _remove_cgroup(dirs: list[Path]) -> None:
+    """Kill what is left inside, wait for it to go, and remove the cgroup folders."""
+    end = time.monotonic() + _GONE_S
+    while _kill_cgroup(dirs) and time.monotonic() < end:
+        time.sleep(0.01)
+    for d in dirs:
+        with contextlib.suppress(OSError):
+            d.rmdir()
+
+
+class _UidPool:
+    """Hands out sandbox uids: unique in this process (a set) and across processes (flock)."""
+
+    def __init__(self, lock_dir: Path) -> None:
+        self._lock_dir = lock_dir
+        self._held: dict[int, int] = {}
+        self._mutex = threading.Lock()
+        self._next = secrets.randbelow(len(UID_RANGE))
+
+    def acquire(self) -> int:
+        with self._mutex:
+            for i in range(len(UID_RANGE)):
+                uid = UID_RANGE[(self._next + i) % len(UID_RANGE)]
+                if uid in self._held:
+                    continue
+                fd = self._try_lock(uid)
+                if fd is not None:
+                    self._held[uid] = fd
+                    self._next = (self._next + i + 1) % len(UID_RANGE)
+                    return uid
+        raise RuntimeError(f"all sandbox uids {UID_RANGE.start}-{UID_RANGE.stop - 1} are in use")
+
+    def _try_lock(self, uid: int) -> int | None:
+        """An fd holding ``uid``'s lock, or None when another process holds it."""
+        fd = os.open(self._lock_dir / f"uid-{uid}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC,
+                     0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return None
+        return fd
+
+    def release(self, uid: int) -> None:
+        with self._mutex:
+            os.close(self._held.pop(uid))
+
+
+def _scratch_base() -> Path:
+    """``<tmp>/autopilot-sandbox-<euid>``: ours, a real folder, not listable by others."""
+    base = Path(tempfile.gettempdir()) / f"autopilot-sandbox-{os.geteuid()}"
+    with contextlib.suppress(FileExistsError):
+        base.mkdir(mode=0o711)
+    st = os.lstat(base)
+    if not (os.path.isdir(base) and not base.is_symlink() and st.st_uid == os.geteuid()):
+        raise RuntimeError(f"{base} is not a folder owned by uid {os.geteuid()}; remove it")
+    os.chmod(base, 0o711)
+    return base
+
+
+def _rmtree(path: Path) -> None:
+    """Remove a scratch folder even where the job took away its own permissions."""
+    shutil.rmtree(path, ignore_errors=True)
+    if path.exists():
+        for folder, _, _ in os.walk(path):
+            with contextlib.suppress(OSError):
+                os.chmod(folder, 0o700)
+        shutil.rmtree(path, ignore_errors=True)
+
+
+_setup_lock = threading.Lock()
+_uid_pool: _UidPool | None = None
+
+
+def _owner_dead(name: str) -> bool:
+    """For ``<prefix>-<pid>-...`` names: whether the process that made it is gone."""
+    parts = name.split("-")
+    return len(parts) > 2 and parts[1].isdigit() and not _pid_alive(int(parts[1]))
+
+
+def run_owner(pid: int) -> int | None:
+    """The pid of the process whose sandbox run started process ``pid``, if it is one.
+
+    Read from the run's cgroup name (``autopilot-<owner>-...``) or else from the child's HOME
+    (``.../run-<owner>-<token>/work``).
+    """
+    try:
+        text = Path(f"/proc/{pid}/cgroup").read_text()
+        found = re.search(r"/autopilot-(\d+)-[0-9a-f]+$", text, re.MULTILINE)
+        if not found:
+            env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+            home = next((e[5:].decode(errors="replace") for e in env if e.startswith(b"HOME=")), "")
+            found = re.search(r"/run-(\d+)-[0-9a-f]+/work$", home)
+    except OSError:
+        return None
+    return int(found.group(1)) if found else None
+
+
+def _lock_dir(base: Path) -> Path:
+    """Where uid locks live: one place for every process of the host, whatever its TMPDIR."""
+    run = Path("/run/autopilot-sandbox")
+    with contextlib.suppress(OSError):
+        run.mkdir(mode=0o700, exist_ok=True)
+    return run if os.access(run, os.W_OK) else base
+
+
+def _setup(host: _Host, base: Path) -> _UidPool:
+    """The process's uid pool; made once, after removing what dead runs left behind.
+
+    The janitor kills processes of dead runs, removes their cgroups and scratch folders.
+    """
+    global _uid_pool
+    with _setup_lock:
+        if _uid_pool is not None:
+            return _uid_pool
+        _uid_pool = _UidPool(_lock_dir(base))
+        if host.root:
+            for p in _processes():
+                owner = run_owner(p.pid) if p.uid in UID_RANGE and not p.zombie else None
+                if owner is not None and not _pid_alive(owner):
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(p.pid, signal.SIGKILL)
+        for ctl in (host.memory, host.pids):
+            for d in ctl.parent.glob("autopilot-*") if ctl else ():
+                if _owner_dead(d.name):
+                    _remove_cgroup([d])
+        for d in base.glob("run-*"):
+            if _owner_dead(d.name):
+                _rmtree(d)
+        return _uid_pool
+
+
+# --- output ------------------------------------------------------------------------------------
+
+class _Capture:
+    """Keeps the head and the tail of a byte stream."""
+
+    def __init__(self, keep: int) -> None:
+        self.head_cap = keep // 2
+        self.tail_cap = keep - self.head_cap
+        self.head = bytearray()
+        self.tail = bytearray()
+        self.total = 0
+
+    def feed(self, data: bytes) -> None:
+        self.total += len(data)
+        room = self.head_cap - len(self.head)
+        if room > 0:
+            self.head += data[:room]
+            data = data[room:]
+        if data:
+            self.tail += data
+            if len(self.tail) > self.tail_cap:
+                del self.tail[:len(self.tail) - self.tail_cap]
+
+    @property
+    def truncated(self) -> bool:
+        return self.total > len(self.head) + len(self.tail)
+
+    def text(self) -> str:
+        head = self.head.decode(errors="replace")
+        tail = self.tail.decode(errors="replace")
+        if not self.truncated:
+            return head + tail
+        cut = self.total - len(self.head) - len(self.tail)
+        return f"{head}\n[... {cut} bytes cut by the sandbox ...]\n{tail}"
+
+
+class _StatusSink:
+    """Parses the harness's JSON lines: the job's status message and the reaper's wait status."""
+
+    def __init__(self) -> None:
+        self.buf = bytearray()
+        self.scanned = 0
+        self.message: dict | None = None
+        self.wait: dict | None = None
+
+    def feed(self, data: bytes) -> None:
+        if len(self.buf) + len(data) > MAX_RESULT_BYTES + (1 << 20):
+            return  # only a forged message can be this large: ignore the rest
+        self.buf += data
+        while (end := self.buf.find(b"\n", self.scanned)) >= 0:
+            line = bytes(self.buf[:end])
+            del self.buf[:end + 1]
+            self.scanned = 0
+            try:
+                item = json.loads(line)
+            except ValueError:
+                continue
+            if not isinstance(item, dict):
+                continue
+            if self.message is None and item.get("status") in ("ok", "error"):
+                self.message = item
+            elif self.wait is None and isinstance(item.get("wait"), dict):
+                self.wait = item["wait"]
+        self.scanned = len(self.buf)
+
+
+@dataclass
+class _Watch:
+    """What the parent saw while the child ran."""
+
+    stdout: _Capture
+    stderr: _Capture
+    status: _StatusSink = field(default_factory=_StatusSink)
+    returncode: int | None = None  # of our direct child, as Popen reports it
+    maxrss_kb: int = 0
+    polled_rss_kb: int = 0
+    killed_for: str | None = None
+    fork_failures: int = 0
+    wall_s: float = 0.0
+
+
+# --- the sandbox -------------------------------------------------------------------------------
+
+class Sandbox:
+    """Runs ``package.module:function`` jobs in a contained child process."""
+
+    def __init__(self, limits: Limits = Limits(), isolation: str = "auto") -> None:
+        if isolation not in ISOLATIONS:
+            raise ValueError(f"isolation must be one of {ISOLATIONS}, got {isolation!r}")
+        self.limits = limits
+        self._host = _host()
+        h = self._host
+        # As root, bwrap keeps every capability unless the child drops to a sandbox uid.
+        bwrap_ok = h.bwrap is not None and (not h.root or h.setpriv is not None)
+        if isolation == "bwrap" and not bwrap_ok:
+            raise RuntimeError("bwrap isolation is not available on this host: "
+                               + h.reasons.get("bwrap", h.reasons.get("uid_drop", "")))
+        self.isolation = "bwrap" if isolation != "process" and bwrap_ok else "process"
+        self._base = _scratch_base()
+        self._uids = _setup(h, self._base)
+
+    @staticmethod
+    def available_layers() -> dict[str, bool | str]:
+        """Which isolation layers this host allows: True, or a short reason why not."""
+        h = _host()
+        bwrap: bool | str = True if h.bwrap else h.reasons["bwrap"]
+        uid: bool | str = h.reasons.get("uid_drop", True)
+        if uid is True and not h.bwrap and not h.reachable:
+            uid = "the interpreter is not readable by an unprivileged uid (and no bwrap)"
+        net: bool | str = True if (h.bwrap or h.unshare) else h.reasons["unshare_net"]
+        gpus = sorted(glob.glob("/dev/nvidia*"))
+        return {
+            "bwrap": bwrap,
+            "pid_namespace": bwrap,
+            "net_namespace": net,
+            "readonly_fs": bwrap,
+            "uid_drop": uid,
+            "memory_cgroup": True if h.memory else h.reasons["memory_cgroup"],
+            "pids_cgroup": True if h.pids else h.reasons["pids_cgroup"],
+            "rlimits": True,
+            "rlimit_nproc": True if uid is True else "needs a distinct uid per run",
+            "rss_polling": h.reasons.get("rss_polling", True),
+            "gpu_devices": True if gpus else "no /dev/nvidia* device nodes on this host",
+        }
+
+    def run(self, job: str, payload: dict, files: dict[str, str | bytes] | None = None,
+            inputs: dict[str, str | os.PathLike] | None = None,
+            limits: Limits | None = None) -> Outcome:
+        """Run ``job`` (trusted ``package.module:function``) on ``payload`` in a scratch folder.
+
+        ``files`` are written into the scratch folder (the child's cwd and ``workdir``);
+        ``inputs`` are existing files made available there read-only under the given names.
+        """
+        lim = limits or self.limits
+        module, _, func = job.partition(":")
+        if not module or not func:
+            raise ValueError(f"job must look like 'package.module:function', got {job!r}")
+        names = [*(files or {}), *(inputs or {})]
+        if len(set(names)) != len(names):
+            raise ValueError("a name appears in both files and inputs")
+        for name in names:
+            _check_name(name)
+        sources = {name: Path(src) for name, src in (inputs or {}).items()}
+        for name, src in sources.items():
+            if not src.exists():
+                raise FileNotFoundError(f"input {name!r}: {src} does not exist")
+
+        bwrap = self.isolation == "bwrap"
+        uid = self._uids.acquire() if self._host.root and self._host.setpriv and (
+            bwrap or self._host.reachable) else None
+        run_dir = self._base / f"run-{os.getpid()}-{secrets.token_hex(4)}"
+        cg: _Cgroup | None = None
+        try:
+            work, binds = self._scratch(run_dir, uid, files or {}, sources, bwrap)
+            # Inside bwrap the scratch folder sits in the private /tmp, reachable whatever the
+            # host's TMPDIR and its permissions.
+            inner = Path("/tmp", run_dir.name, "work") if bwrap else work
+            layers = ["process_group", "rlimits"]
+            if self._host.memory or self._host.pids:
+                cg = _Cgroup(run_dir.name.replace("run-", "autopilot-", 1), self._host.memory,
+                             self._host.pids, lim.memory_mb << 20,
+                             lim.processes + (3 if bwrap else 1))
+                layers += [n for n, c in (("memory_cgroup", cg.memory), ("pids_cgroup", cg.pids))
+                           if c]
+            rlimits = {"RLIMIT_FSIZE": lim.file_size_mb << 20, "RLIMIT_NOFILE": lim.open_files,
+                       "RLIMIT_CORE": 0}
+            if uid is not None:
+                rlimits["RLIMIT_NPROC"] = lim.processes + 2
+                layers += ["uid_drop", "rlimit_nproc"]
+            if not (cg and cg.memory):
+                rlimits["RLIMIT_DATA"] = lim.memory_mb << 20
+                layers += ["rlimit_data"] + (["rss_polling"] if os.path.isdir("/proc") else [])
+            spec = {"job": job, "payload": payload, "workdir": str(inner), "rlimits": rlimits,
+                    "max_result_bytes": MAX_RESULT_BYTES, "python": sys.version}
+            try:
+                spec_json = json.dumps(spec)
+            except (TypeError, ValueError) as exc:
+                raise TypeError(f"payload for {job} is not JSON-serialisable: {exc}") from exc
+            cmd, more_layers = self._command(work, inner, binds, uid, lim)
+            layers += more_layers
+            if cg:
+                cmd = ["/bin/sh", "-c", _JOIN_CGROUPS, "sh", *cg.procs_files(), "--", *cmd]
+            watch = self._execute(cmd, spec_json, self._env(inner, run_dir, lim, bwrap), work,
+                                  lim, cg, uid)
+            peak = cg.peak_mb() if cg else None
+            oom_kills = cg.oom_kills() if cg else 0
+            if cg and cg.pids:
+                watch.fork_failures = cg.fork_failures()
+        finally:
+            if cg:
+                cg.remove()
+            if uid is not None:
+                if not (cg and cg.pids):
+                    end = time.monotonic() + _GONE_S
+                    while _kill_uid(uid) and time.monotonic() < end:
+                        time.sleep(0.01)
+                self._uids.release(uid)
+            _rmtree(run_dir)
+        if peak is None:
+            reaper_kb = (watch.status.wait or {}).get("maxrss_kb", 0)
+            peak = max(watch.maxrss_kb, watch.polled_rss_kb, reaper_kb) / 1024 or None
+        return _outcome(watch, oom_kills, peak, bwrap, tuple(sorted(layers)))
+
+    @staticmethod
+    def _scratch(run_dir: Path, uid: int | None, files: dict[str, str | bytes],
+                 sources: dict[str, Path], bwrap: bool) -> tuple[Path, list[tuple[str, str]]]:
+        """Make ``run_dir/work`` (the child's cwd, owned by the child) and ``run_dir/tmp``.
+
+        Inputs are bound read-only by bwrap where 'other' may read them, else copied in as
+        root-owned read-only files. Returns the work folder and the (source, name) binds.
+        """
+        run_dir.mkdir(mode=0o711)
+        work, tmp = run_dir / "work", run_dir / "tmp"
+        for d in (work, tmp):
+            d.mkdir(mode=0o700)
+        for name, content in files.items():
+            path = work / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if isinstance(content, str):
+                path.write_text(content, encoding="utf-8")
+            else:
+                path.write_bytes(content)
+        for name in sources:
+            (work / name).parent.mkdir(parents=True, exist_ok=True)
+        if uid is not None:
+            for d in (work, tmp):
+                for folder, subdirs, names in os.walk(d):
+                    for p in [folder, *(os.path.join(folder, n) for n in subdirs + names)]:
+                        os.chown(p, uid, uid)
+        binds = []
+        for name, src in sources.items():
+            target = work / name
+            if bwrap and (src.is_dir() or os.stat(src).st_mode & 0o004):
+                binds.append((str(src.resolve()), name))
+            elif src.is_dir():
+                shutil.copytree(src, target)
+                for folder, _, names in os.walk(target):
+                    os.chmod(folder, 0o555)
+                    for n in names:
+                        os.chmod(os.path.join(folder, n), 0o444)
+            else:
+                shutil.copyfile(src, target)
+                os.chmod(target, 0o444)
+        return work, binds
+
+    def _command(self, work: Path, inner: Path, binds: list[tuple[str, str]], uid: int | None,
+                 lim: Limits) -> tuple[list[str], list[str]]:
+        """The child's command line and the namespace layers it adds.
+
+        ``work`` is the scratch folder on the host, ``inner`` where bwrap shows it.
+        """
+        h = self._host
+        python = [sys.executable, "-s", str(_HARNESS)]
+        drop = [] if uid is None else [
+            h.setpriv, f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--inh-caps=-all",
+            "--bounding-set=-all", "--nnp", "--"]
+        if self.isolation == "process":
+            netns = not lim.network and h.unshare is not None
+            return ([*([h.unshare, "-n", "--"] if netns else []), *drop, *python],
+                    ["net_namespace"] if netns else [])
+        layers = ["bwrap", "pid_namespace", "readonly_fs"]
+        args = [h.bwrap, "--die-with-parent", "--new-session", "--unshare-pid", "--unshare-ipc",
+                "--unshare-uts", "--unshare-cgroup-try"]
+        if not h.root:
+            args.append("--unshare-user")
+        if not lim.network:
+            args.append("--unshare-net")
+            layers.append("net_namespace")
+        args += ["--ro-bind", "/", "/", "--dev", "/dev", "--perms", "1777", "--tmpfs", "/dev/shm",
+                 "--proc", "/proc", "--perms", "1777", "--tmpfs", "/tmp"]
+        tmpfs = ["/tmp", *h.hidden]
+        for folder in h.hidden:
+            args += ["--tmpfs", folder]
+        made: set[str] = set()
+        for path in h.exposed:
+            args += [*_parent_dirs(path, tmpfs, made), "--ro-bind", path, path]
+        gpus = sorted(glob.glob("/dev/nvidia*"))
+        for dev in gpus:
+            args += ["--dev-bind", dev, dev]
+        if gpus:
+            layers.append("gpu_devices")
+        args += [*_parent_dirs(str(inner), tmpfs, made), "--bind", str(work), str(inner)]
+        for src, name in binds:
+            args += ["--ro-bind", src, str(inner / name)]
+        args += ["--chdir", str(inner), "--"]
+        return [*args, *drop, *python], layers
+
+    def _env(self, work: Path, run_dir: Path, lim: Limits, bwrap: bool) -> dict[str, str]:
+        """The child's whole environment: nothing of ours (no keys, no tokens) leaks in."""
+        env = {"PATH": f"{os.path.dirname(sys.executable)}:/usr/local/bin:/usr/bin:/bin",
+               "HOME": str(work), "LANG": os.environ.get("LANG", "C.UTF-8"),
+               "PYTHONPATH": str(_PROJECT_ROOT), "PYTHONHASHSEED": "0",
+               "PYTHONUNBUFFERED": "1", "MALLOC_ARENA_MAX": "2"}
+        env.update(dict.fromkeys(_THREAD_VARS, str(lim.threads)))
+        if "CUDA_VISIBLE_DEVICES" in os.environ:
+            env["CUDA_VISIBLE_DEVICES"] = os.environ["CUDA_VISIBLE_DEVICES"]
+        if not bwrap:  # bwrap gives the child a private /tmp; here it gets a folder of its own
+            env["TMPDIR"] = str(run_dir / "tmp")
+        return env
+
+    def _execute(self, cmd: list[str], spec_json: str, env: dict[str, str], work: Path,
+                 lim: Limits, cg: _Cgroup | None, uid: int | None) -> _Watch:
+        """Start the child and supervise it to the end; never blocks on the child's pipes."""
+        status_r, status_w = os.pipe()
+        with tempfile.TemporaryFile() as spec_file:
+            spec_file.write(spec_json.encode())
+            spec_file.flush()
+            spec_file.seek(0)
+            fds = (status_w, spec_file.fileno())
+            start = time.monotonic()
+            try:
+                proc = subprocess.Popen([*cmd, str(fds[0]), str(fds[1])], stdin=subprocess.DEVNULL,
+                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                        pass_fds=fds, cwd=work, env=env, start_new_session=True)
+            except BaseException:
+                os.close(status_r)
+                raise
+            finally:
+                os.close(status_w)
+        half = lim.output_bytes // 2
+        watch = _Watch(_Capture(half), _Capture(lim.output_bytes - half))
+        try:
+            self._supervise(proc, status_r, watch, start, lim, cg, uid)
+        finally:
+            if proc.returncode is None:  # interrupted (e.g. KeyboardInterrupt): leave nothing
+                self._kill(proc, cg, uid)
+                proc.wait()
+            for fd in (proc.stdout, proc.stderr):
+                fd.close()
+            os.close(status_r)
+        return watch
+
+    def _supervise(self, proc: subprocess.Popen, status_r: int, watch: _Watch, start: float,
+                   lim: Limits, cg: _Cgroup | None, uid: int | None) -> None:
+        sel = selectors.DefaultSelector()
+        for fd, sink in ((proc.stdout.fileno(), watch.stdout),
+                         (proc.stderr.fileno(), watch.stderr), (status_r, watch.status)):
+            os.set_blocking(fd, False)
+            sel.register(fd, selectors.EVENT_READ, sink)
+        deadline = start + lim.wall_s
+        next_check = start + _CHECK_S
+        drain_until = None
+        try:
+            while True:
+                now = time.monotonic()
+                if drain_until is not None and (not sel.get_map() or now >= drain_until):
+                    return
+                wait = _POLL_S if drain_until is None else min(_POLL_S, drain_until - now)
+                for key, _ in sel.select(max(wait, 0)):
+                    try:
+                        data = os.read(key.fd, 1 << 16)
+                    except BlockingIOError:
+                        continue
+                    if data:
+                        key.data.feed(data)
+                    else:
+                        sel.unregister(key.fd)
+                if drain_until is not None:
+                    continue
+                pid, wait_status, usage = os.wait4(proc.pid, os.WNOHANG)
+                if pid:
+                    proc.returncode = watch.returncode = os.waitstatus_to_exitcode(wait_status)
+                    watch.wall_s = time.monotonic() - start
+                    watch.maxrss_kb = usage.ru_maxrss
+                    self._kill(proc, cg, uid)  # descendants must not hold the pipes open
+                    drain_until = time.monotonic() + _DRAIN_S
+                    continue
+                if watch.status.message is None and watch.killed_for is None:
+                    periodic = now >= next_check
+                    if periodic:
+                        next_check = now + _CHECK_S
+                    watch.killed_for = self._limit_hit(proc, watch, now, deadline, periodic, lim,
+                                                       cg, uid)
+                    if watch.killed_for:
+                        self._kill(proc, cg, uid)
+        finally:
+            sel.close()
+
+    @staticmethod
+    def _limit_hit(proc: subprocess.Popen, watch: _Watch, now: float, deadline: float,
+                   periodic: bool, lim: Limits, cg: _Cgroup | None,
+                   uid: int | None) -> str | None:
+        """Which limit the running child just broke, if any (cgroup and RSS when ``periodic``)."""
+        if now >= deadline:
+            return "wall"
+        if watch.stdout.total + watch.stderr.total > OUTPUT_KILL_FACTOR * lim.output_bytes:
+            return "output"
+        if not periodic:
+            return None
+        if cg and cg.pids:
+            watch.fork_failures = cg.fork_failures()
+            if watch.fork_failures >= PIDS_FAILURES_TO_KILL:
+                return "processes"
+        poll_rss = not (cg and cg.memory) and os.path.isdir("/proc")
+        count_uid = uid is not None and not (cg and cg.pids)
+        if not (poll_rss or count_uid):
+            return None
+        procs = [p for p in _processes() if not p.zombie and (
+            p.pgid == proc.pid or (uid is not None and p.uid == uid))]
+        # Without a pids cgroup, RLIMIT_NPROC (processes + 2: the reaper and one spare) makes
+        # forks fail but leaves a fork bomb running: the spare in use marks it.
+        if count_uid and sum(p.uid == uid for p in procs) - 1 > lim.processes:
+            return "processes"
+        if poll_rss:
+            rss = sum(p.rss_kb for p in procs)
+            watch.polled_rss_kb = max(watch.polled_rss_kb, rss)
+            if rss > lim.memory_mb * 1024:
+                return "memory"
+        return None
+
+    @staticmethod
+    def _kill(proc: subprocess.Popen, cg: _Cgroup | None, uid: int | None) -> None:
+        """SIGKILL the child's whole tree: cgroup members, process group, the sandbox uid."""
+        if cg:
+            cg.kill()
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        if uid is not None and not (cg and cg.pids):
+            _kill_uid(uid)
+
+
+def _parent_dirs(path: str, tmpfs: list[str], made: set[str]) -> list[str]:
+    """bwrap ``--dir`` options for ``path``'s ancestors inside a tmpfs mount.
+
+    bwrap would create them itself but mode 0700, which an unprivileged uid cannot traverse.
+    """
+    roots = [r for r in tmpfs if path.startswith(r.rstrip("/") + "/")]
+    if not roots:
+        return []
+    root = Path(max(roots, key=len))
+    args = []
+    for folder in reversed(Path(path).parents):
+        if folder != root and root in folder.parents and str(folder) not in made:
+            made.add(str(folder))
+            args += ["--dir", str(folder)]
+    return args
+
+
+def _check_name(name: str) -> None:
+    """Scratch-folder names must stay inside it."""
+    p = PurePosixPath(name)
+    if not name or p.is_absolute() or ".." in p.parts or "\\" in name:
+        raise ValueError(f"file name {name!r} must be a relative path inside the scratch folder")
+
+
+_ERRNO_LIMITS = {"[Errno 27]": "file_size", "[Errno 24]": "open_files"}
+
+
+def _error_limit(error: dict, fork_failures: int) -> str | None:
+    """The limit a job's exception points at, if any."""
+    message = str(error.get("message", ""))
+    for marker, limit in _ERRNO_LIMITS.items():
+        if marker in message:
+            return limit
+    if fork_failures or message.startswith("can't start new thread") or (
+            error.get("type") == "BlockingIOError" and "fork" in str(error.get("traceback"))):
+        return "processes"
+    return None
+
+
+def _is_memory_error(error: dict) -> bool:
+    return error.get("type") == "MemoryError" or "can't allocate memory" in str(
+        error.get("message", ""))
+
+
+def _outcome(w: _Watch, oom_kills: int, peak: float | None, bwrap: bool,
+             layers: tuple[str, ...]) -> Outcome:
+    """Classify what the parent saw into an :class:`Outcome`."""
+    message = w.status.message
+    if w.status.wait is not None:
+        exit_code, sig = w.status.wait.get("exit_code"), w.status.wait.get("signal")
+    elif w.returncode is not None and w.returncode < 0:
+        exit_code, sig = None, -w.returncode
+    elif bwrap and w.returncode is not None and w.returncode > 128:  # bwrap: 128 + signal
+        exit_code, sig = None, w.returncode - 128
+    else:
+        exit_code, sig = w.returncode, None
+    status, limit, result, error = "crashed", w.killed_for, None, None
+    if w.killed_for == "wall":
+        status = "timeout"
+    elif w.killed_for == "memory" or (message is None and oom_kills):
+        status, limit = "oom", "memory"
+    elif message is not None:
+        if message["status"] == "ok":
+            status, result = "ok", message.get("result")
+        else:
+            error = message.get("error") or {}
+            status, limit = "error", _error_limit(error, w.fork_failures)
+            if _is_memory_error(error):
+                status, limit = "oom", "memory"
+    elif w.killed_for is None:
+        if sig == signal.SIGXFSZ:
+            limit = "file_size"
+        elif w.fork_failures:
+            limit = "processes"
+    return Outcome(status=status, result=result, error=error, exit_code=exit_code, signal=sig,
+                   limit=limit, stdout=w.stdout.text(), stderr=w.stderr.text(),
+                   output_truncated=w.stdout.truncated or w.stderr.truncated,
+                   wall_s=round(w.wall_s, 3), peak_memory_mb=None if peak is None else
+                   round(peak, 1), layers=layers)
