@@ -14,16 +14,26 @@ from typing import Any
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
 SCHEDULES = ("constant", "cosine", "step")
 PREPROCESSING = ("none", "standardize")
-LOSSES = ("auto", "cross_entropy", "bce_with_logits", "mse", "huber")
+LOSSES = ("auto", "cross_entropy", "binary_cross_entropy", "mse", "mae", "huber")
 
 
 @dataclass(frozen=True)
 class Recipe:
     """How to train a candidate. Everything our training harness needs, nothing more.
 
-    ``loss="auto"`` picks cross-entropy for classification and MSE for regression.
-    ``early_stopping`` is the patience in epochs on the validation loss (0 = off).
+    ``loss="auto"`` picks cross-entropy for classification and MSE for regression;
+    ``from_logits=False`` means the model already outputs probabilities (Keras-style softmax /
+    sigmoid heads; the loss then clips them to [1e-7, 1 - 1e-7] as Keras does).
+    ``early_stopping`` is the patience in epochs on the validation loss (0 = off);
+    ``restore_best`` puts back the best weights when it stops.
     ``grad_clip`` is the max gradient norm (0 = off).
+    ``eps``, ``betas`` (Adam family) and ``momentum`` (SGD, RMSprop) are the optimizer's
+    constants; ``weight_decay`` is decoupled for AdamW.
+    ``penalties`` are explicit loss terms, Keras regularizers as they are:
+    ``{"param": <state_dict key>, "l1": float, "l2": float}`` adds
+    ``l1 * sum(|w|) + l2 * sum(w**2)`` to the mean loss.
+    ``class_weight`` maps class index -> weight; each sample's loss is scaled by it before the
+    mean over the batch (Keras semantics).
     """
 
     optimizer: str = "adam"
@@ -37,8 +47,21 @@ class Recipe:
     grad_clip: float = 0.0
     preprocessing: str = "none"
     seed: int = 0
+    from_logits: bool = True
+    label_smoothing: float = 0.0
+    eps: float = 1e-8
+    betas: tuple[float, float] = (0.9, 0.999)
+    momentum: float = 0.9
+    restore_best: bool = True
+    penalties: tuple[dict, ...] = ()
+    class_weight: dict[int, float] | None = None
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "betas", tuple(float(b) for b in self.betas))
+        object.__setattr__(self, "penalties", tuple(dict(p) for p in self.penalties))
+        if self.class_weight is not None:
+            object.__setattr__(self, "class_weight",
+                               {int(k): float(v) for k, v in self.class_weight.items()})
         _one_of("optimizer", self.optimizer, OPTIMIZERS)
         _one_of("schedule", self.schedule, SCHEDULES)
         _one_of("preprocessing", self.preprocessing, PREPROCESSING)
@@ -54,7 +77,12 @@ class Recipe:
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        d = dataclasses.asdict(self)
+        d["betas"] = list(self.betas)
+        d["penalties"] = [dict(p) for p in self.penalties]
+        if self.class_weight is not None:
+            d["class_weight"] = {str(k): v for k, v in self.class_weight.items()}
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Recipe:

@@ -93,7 +93,7 @@ def trainability(payload: dict[str, Any], workdir: Path) -> dict[str, Any]:
     model, recipe, kind, prep = _setup(payload, workdir)
     X, y = prep.parts["train"]
     n_out = _n_out(model, X)
-    loss_fn, loss_name = loss_function(recipe, kind, n_out)
+    loss_fn, loss_name = loss_function(recipe, kind, n_out, model)
     model.train()
     opt = make_optimizer(model, recipe)
     gen = np.random.default_rng(int(payload.get("seed", 0)))
@@ -180,7 +180,8 @@ def train_eval(payload: dict[str, Any], workdir: Path) -> dict[str, Any]:
         return result
     scores = {}
     for part, (X, y) in prep.parts.items():
-        pred = predict_scores(model, X, loss_name, prep, device=device)
+        pred = predict_scores(model, X, loss_name, prep, device=device,
+                              from_logits=recipe.from_logits)
         if not np.all(np.isfinite(pred)):
             result["diverged"] = {"epoch": None, "step": None, "loss": "non-finite predictions"}
             return result

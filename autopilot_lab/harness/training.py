@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from autopilot_lab.candidate import Recipe
@@ -44,38 +45,107 @@ def prepare(data: dict[str, np.ndarray], recipe: Recipe, kind: str) -> Prepared:
     return prep
 
 
-def loss_function(recipe: Recipe, kind: str, n_out: int) -> tuple[nn.Module, str]:
+KERAS_EPS = 1e-7  # Keras clips probabilities to [eps, 1 - eps] before taking logs
+
+
+class RecipeLoss(nn.Module):
+    """The recipe's loss with Keras semantics: logits or probabilities, label smoothing,
+    per-sample class weights before the mean, explicit L1/L2 penalties on named weights."""
+
+    def __init__(self, name: str, recipe: Recipe, model: nn.Module | None = None):
+        super().__init__()
+        self.name, self.recipe = name, recipe
+        self.params = dict(model.named_parameters()) if model is not None else {}
+        missing = [p["param"] for p in recipe.penalties if p["param"] not in self.params]
+        if model is not None and missing:
+            raise KeyError(f"recipe penalties name parameters the model does not have: "
+                           f"{missing}")
+
+    def forward(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return self.data_loss(out, y) + self.penalty()
+
+    def per_sample(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        r, name = self.recipe, self.name
+        if name == "cross_entropy":
+            if r.from_logits:
+                return F.cross_entropy(out, y, reduction="none", label_smoothing=r.label_smoothing)
+            probs = out / out.sum(dim=-1, keepdim=True)
+            logp = torch.log(probs.clamp(KERAS_EPS, 1 - KERAS_EPS))
+            k = out.shape[-1]
+            onehot = F.one_hot(y, k).to(out.dtype)
+            if r.label_smoothing:
+                onehot = onehot * (1 - r.label_smoothing) + r.label_smoothing / k
+            return -(onehot * logp).sum(dim=-1)
+        if name == "binary_cross_entropy":
+            target = y
+            if r.label_smoothing:
+                target = target * (1 - r.label_smoothing) + 0.5 * r.label_smoothing
+            if r.from_logits:
+                loss = F.binary_cross_entropy_with_logits(out, target, reduction="none")
+            else:
+                p = out.clamp(KERAS_EPS, 1 - KERAS_EPS)
+                loss = -(target * torch.log(p) + (1 - target) * torch.log(1 - p))
+            return loss.mean(dim=-1)
+        fn = {"mse": F.mse_loss, "mae": F.l1_loss, "huber": F.huber_loss}[name]
+        return fn(out, y, reduction="none").mean(dim=-1)
+
+    def data_loss(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        loss = self.per_sample(out, y)
+        cw = self.recipe.class_weight
+        if cw and self.name in ("cross_entropy", "binary_cross_entropy"):
+            labels = y.reshape(-1).long()
+            weights = torch.tensor([cw.get(int(c), 1.0) for c in range(int(labels.max()) + 1)],
+                                   dtype=loss.dtype, device=loss.device)
+            loss = loss * weights[labels]
+        return loss.mean()
+
+    def penalty(self) -> torch.Tensor:
+        total = torch.zeros(())
+        for p in self.recipe.penalties:
+            w = self.params[p["param"]]
+            if p.get("l1"):
+                total = total + p["l1"] * w.abs().sum()
+            if p.get("l2"):
+                total = total + p["l2"] * (w ** 2).sum()
+        return total
+
+
+def resolve_loss(recipe: Recipe, kind: str, n_out: int) -> str:
+    if recipe.loss != "auto":
+        return recipe.loss
+    if kind == "regression":
+        return "mse"
+    return "binary_cross_entropy" if kind == "binary" and n_out == 1 else "cross_entropy"
+
+
+def loss_function(recipe: Recipe, kind: str, n_out: int,
+                  model: nn.Module | None = None) -> tuple[RecipeLoss, str]:
     """The loss the recipe names, resolved for the task; returns (module, name)."""
-    name = recipe.loss
-    if name == "auto":
-        if kind == "regression":
-            name = "mse"
-        elif kind == "binary" and n_out == 1:
-            name = "bce_with_logits"
-        else:
-            name = "cross_entropy"
-    losses = {"mse": nn.MSELoss, "huber": nn.HuberLoss, "cross_entropy": nn.CrossEntropyLoss,
-              "bce_with_logits": nn.BCEWithLogitsLoss}
-    return losses[name](), name
+    name = resolve_loss(recipe, kind, n_out)
+    return RecipeLoss(name, recipe, model), name
 
 
 def targets(y: np.ndarray, loss_name: str, prep: Prepared) -> torch.Tensor:
     if loss_name == "cross_entropy":
         return torch.as_tensor(y, dtype=torch.long)
-    if loss_name == "bce_with_logits":
+    if loss_name == "binary_cross_entropy":
         return torch.as_tensor(y, dtype=torch.float32).reshape(-1, 1)
     return torch.as_tensor((y - prep.y_mean) / prep.y_std, dtype=torch.float32).reshape(-1, 1)
 
 
 def make_optimizer(model: nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
     params = [p for p in model.parameters() if p.requires_grad]
-    if recipe.optimizer == "adam":
-        return torch.optim.Adam(params, lr=recipe.lr, weight_decay=recipe.weight_decay)
-    if recipe.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=recipe.lr, weight_decay=recipe.weight_decay)
-    if recipe.optimizer == "rmsprop":
-        return torch.optim.RMSprop(params, lr=recipe.lr, weight_decay=recipe.weight_decay)
-    return torch.optim.SGD(params, lr=recipe.lr, momentum=0.9, weight_decay=recipe.weight_decay)
+    r = recipe
+    if r.optimizer == "adam":
+        return torch.optim.Adam(params, lr=r.lr, betas=r.betas, eps=r.eps,
+                                weight_decay=r.weight_decay)
+    if r.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=r.lr, betas=r.betas, eps=r.eps,
+                                 weight_decay=r.weight_decay)
+    if r.optimizer == "rmsprop":
+        return torch.optim.RMSprop(params, lr=r.lr, eps=r.eps, momentum=r.momentum,
+                                   weight_decay=r.weight_decay)
+    return torch.optim.SGD(params, lr=r.lr, momentum=r.momentum, weight_decay=r.weight_decay)
 
 
 def make_schedule(opt: torch.optim.Optimizer, recipe: Recipe, steps: int):
@@ -101,7 +171,8 @@ def train_step(model: nn.Module, opt, loss_fn, xb, yb, recipe: Recipe) -> tuple[
 
 
 def predict_scores(model: nn.Module, X: np.ndarray, loss_name: str, prep: Prepared,
-                   device: str = "cpu", batch: int = 4096) -> np.ndarray:
+                   device: str = "cpu", batch: int = 4096,
+                   from_logits: bool = True) -> np.ndarray:
     """Class probabilities (classification) or predictions on the original scale."""
     model.eval()
     outs = []
@@ -110,9 +181,11 @@ def predict_scores(model: nn.Module, X: np.ndarray, loss_name: str, prep: Prepar
             outs.append(model(torch.as_tensor(X[i:i + batch], device=device)).float().cpu())
     out = torch.cat(outs) if outs else torch.empty(0, 1)
     if loss_name == "cross_entropy":
+        if not from_logits:
+            return (out / out.sum(dim=1, keepdim=True)).numpy()
         return torch.softmax(out, dim=1).numpy()
-    if loss_name == "bce_with_logits":
-        return torch.sigmoid(out).reshape(-1).numpy()
+    if loss_name == "binary_cross_entropy":
+        return (torch.sigmoid(out) if from_logits else out).reshape(-1).numpy()
     return (out.reshape(-1).numpy() * prep.y_std + prep.y_mean).astype(np.float64)
 
 
@@ -128,7 +201,7 @@ def fit(model: nn.Module, prep: Prepared, recipe: Recipe, kind: str, n_out: int,
         device: str = "cpu", seed: int = 0) -> tuple[History, str]:
     """Train per recipe with validation-loss early stopping; stops at the first NaN loss."""
     model.to(device)
-    loss_fn, loss_name = loss_function(recipe, kind, n_out)
+    loss_fn, loss_name = loss_function(recipe, kind, n_out, model)
     X, y = prep.parts["train"]
     Xv, yv = prep.parts["valid"]
     Xt = torch.as_tensor(X, device=device)
@@ -156,7 +229,7 @@ def fit(model: nn.Module, prep: Prepared, recipe: Recipe, kind: str, n_out: int,
             sched.step()
         model.eval()
         with torch.no_grad():
-            vloss = float(loss_fn(model(Xvt), yvt))
+            vloss = float(loss_fn.data_loss(model(Xvt), yvt))
         hist.epochs.append({"epoch": epoch + 1, "train_loss": total / len(X),
                             "valid_loss": vloss})
         if not math.isfinite(vloss):
@@ -164,7 +237,7 @@ def fit(model: nn.Module, prep: Prepared, recipe: Recipe, kind: str, n_out: int,
             return hist, loss_name
         if vloss < best - 1e-6:
             best, bad, hist.best_epoch = vloss, 0, epoch + 1
-            if recipe.early_stopping:
+            if recipe.early_stopping and recipe.restore_best:
                 best_state = copy.deepcopy(model.state_dict())
         else:
             bad += 1
