@@ -47,7 +47,8 @@ def _parser() -> argparse.ArgumentParser:
                      help="e.g. roc_auc>=0.9, rmse<=3.1, baseline+0.01 "
                           "(default baseline-0.02)")
     imp.add_argument("--max-iters", type=int, default=5)
-    imp.add_argument("--agent", default="rules", choices=["rules"])
+    imp.add_argument("--agent", default="rules", type=_agent_name,
+                     help="rules (offline, default) | llm | auto | replay:<run id>")
     imp.add_argument("--datasets-dir", help="manifest folder for local: specs")
     imp.add_argument("--seed", type=int, default=0)
     imp.add_argument("--recipe", help="JSON file or inline JSON of the starting recipe")
@@ -82,6 +83,12 @@ def _parser() -> argparse.ArgumentParser:
     doc.add_argument("--json", action="store_true")
     doc.set_defaults(func=_cmd_doctor)
     return p
+
+
+def _agent_name(text: str) -> str:
+    if text in ("rules", "llm", "auto") or (text.startswith("replay:") and len(text) > 7):
+        return text
+    raise argparse.ArgumentTypeError("use rules, llm, auto or replay:<run id>")
 
 
 def _recipe(args) -> dict[str, Any] | None:

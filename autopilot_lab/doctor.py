@@ -39,7 +39,18 @@ def diagnose() -> dict[str, Any]:
         data_dir = f"unavailable: {e}"
     return {"autopilot_lab": __version__, "python": sys.version.split()[0],
             "platform": platform.platform(), "packages": versions, "devices": devices,
-            "sandbox": Sandbox.available_layers(), "datasets_dir": data_dir}
+            "sandbox": Sandbox.available_layers(), "datasets_dir": data_dir,
+            "llm": _llm_endpoint()}
+
+
+def _llm_endpoint(timeout_s: float = 3.0) -> dict[str, Any]:
+    """Whether the configured LLM endpoint answers and which models it serves."""
+    from autopilot_lab.agents.llm_client import probe_endpoint
+
+    try:
+        return probe_endpoint(timeout_s=timeout_s)
+    except Exception as e:  # doctor reports, never crashes
+        return {"configured": True, "ok": False, "error": f"{type(e).__name__}: {e}"}
 
 
 def render(report: dict[str, Any]) -> str:
@@ -55,4 +66,24 @@ def render(report: dict[str, Any]) -> str:
         mark = "on " if state is True else "off" if state is False else "   "
         lines.append(f"  [{mark}] {layer}" + ("" if isinstance(state, bool) else f": {state}"))
     lines += ["", f"datasets folder: {report['datasets_dir']}"]
+    llm = report.get("llm") or {}
+    lines += ["", "llm endpoint:"]
+    if not llm.get("configured"):
+        lines.append(f"  {llm.get('message', 'not configured')}")
+    else:
+        lines += [f"  url              {llm.get('base_url')}",
+                  f"  key              {llm.get('key')}"]
+        if llm.get("ok"):
+            served = ", ".join(llm.get("models", [])) or "none listed"
+            more = llm.get("n_models", 0) - len(llm.get("models", []))
+            lines += [f"  answers          yes ({llm.get('latency_s')} s)",
+                      f"  serves           {served}" + (f" and {more} more" if more > 0 else "")]
+            model = llm.get("model")
+            if model:
+                state = "served" if llm.get("model_served") else "NOT served by this endpoint"
+                lines.append(f"  model            {model} ({state})")
+            else:
+                lines.append("  model            not set: set AUTOPILOT_LLM_MODEL")
+        else:
+            lines.append(f"  answers          no: {llm.get('error')}")
     return "\n".join(lines)

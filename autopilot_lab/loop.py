@@ -141,7 +141,9 @@ class Loop:
                     break
                 if self.between_iterations and len(journal) < self.max_iters:
                     self.between_iterations(it)
-        report = report_mod.build_report(self.run_id, self.objective, journal, status, reason)
+        totals = getattr(self.artifacts, "llm_totals", None)
+        report = report_mod.build_report(self.run_id, self.objective, journal, status, reason,
+                                         llm_totals=totals(self.run_id) if totals else None)
         paths = {}
         if self.artifacts:
             best = journal.best

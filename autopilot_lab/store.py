@@ -45,6 +45,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    case,
     create_engine,
     delete,
     event,
@@ -174,6 +175,28 @@ events = Table(
     Column("type", String(32), nullable=False),
     Column("data", Text, nullable=False),
     Column("at", String(40), nullable=False),
+)
+
+
+llm_exchanges = Table(
+    "llm_exchanges", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("run_id", ForeignKey("runs.id"), nullable=False),
+    Column("iteration", Integer, nullable=False),
+    Column("seq", Integer, nullable=False),  # order of the attempts within the iteration
+    Column("agent", String(200), nullable=False),
+    Column("model", String(200), nullable=False),
+    Column("base_url", Text, nullable=False),
+    Column("request", Text, nullable=False),  # url, body, client settings: never the key
+    Column("response", Text),
+    Column("status", String(32), nullable=False),  # "ok" or the error kind
+    Column("error", Text),
+    Column("prompt_tokens", Integer),
+    Column("completion_tokens", Integer),
+    Column("cost_usd", Float),
+    Column("latency_s", Float),
+    Column("at", String(40), nullable=False),
+    UniqueConstraint("run_id", "iteration", "seq"),
 )
 
 
@@ -330,7 +353,7 @@ class Store:
         for (path,) in conn.execute(select(artifacts.c.path).where(
                 artifacts.c.run_id == run.id, artifacts.c.iteration == n)):
             (Path(run.folder) / path).unlink(missing_ok=True)
-        for table in (hints, verdicts):
+        for table in (hints, verdicts, llm_exchanges):
             conn.execute(delete(table).where(table.c.run_id == run.id, table.c.iteration == n))
         conn.execute(delete(artifacts).where(artifacts.c.run_id == run.id,
                                              artifacts.c.iteration == n))
@@ -429,6 +452,59 @@ class Store:
             if d["decision"] != "note":
                 latest[d["hint_key"]] = d["decision"]
         return {key for key, decision in latest.items() if decision == "reject"}
+
+    # ---- LLM exchanges ------------------------------------------------------------------
+
+    def record_llm_exchange(self, run_id: str, iteration: int, *, agent: str, model: str,
+                            base_url: str, request: dict, response: dict | None, status: str,
+                            error: str | None = None, prompt_tokens: int | None = None,
+                            completion_tokens: int | None = None,
+                            cost_usd: float | None = None, latency_s: float | None = None
+                            ) -> int:
+        """Record one request to an LLM endpoint and its response or error; returns its
+        ``seq`` within the iteration. The caller keeps keys out of ``request``."""
+        with self._writing() as conn:
+            self._require_run(conn, run_id)
+            seq = conn.scalar(select(func.coalesce(func.max(llm_exchanges.c.seq), 0)).where(
+                llm_exchanges.c.run_id == run_id, llm_exchanges.c.iteration == iteration)) + 1
+            conn.execute(insert(llm_exchanges).values(
+                run_id=run_id, iteration=iteration, seq=seq, agent=agent, model=model,
+                base_url=base_url, request=_dumps(request),
+                response=None if response is None else _dumps(response), status=status,
+                error=error, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
+                cost_usd=cost_usd, latency_s=latency_s, at=_iso(_utcnow())))
+        return seq
+
+    def llm_exchanges(self, run_id: str, iteration: int | None = None
+                      ) -> list[dict[str, Any]]:
+        """Exchanges by iteration and seq, ``request`` and ``response`` parsed."""
+        query = select(llm_exchanges).where(llm_exchanges.c.run_id == run_id)
+        if iteration is not None:
+            query = query.where(llm_exchanges.c.iteration == iteration)
+        out = []
+        for row in self._read(query.order_by(llm_exchanges.c.iteration, llm_exchanges.c.seq)):
+            d = dict(row)
+            d["request"] = json.loads(d["request"])
+            d["response"] = None if d["response"] is None else json.loads(d["response"])
+            out.append(d)
+        return out
+
+    def llm_totals(self, run_id: str) -> dict[str, Any]:
+        """Requests, failures, tokens, cost (of priced models) and latency of a run."""
+        c = llm_exchanges.c
+        (row,) = self._read(select(
+            func.count().label("requests"),
+            func.coalesce(func.sum(case((c.status != "ok", 1), else_=0)), 0).label("failed"),
+            func.coalesce(func.sum(c.prompt_tokens), 0).label("prompt_tokens"),
+            func.coalesce(func.sum(c.completion_tokens), 0).label("completion_tokens"),
+            func.sum(c.cost_usd).label("cost_usd"),
+            func.coalesce(func.sum(c.latency_s), 0.0).label("latency_s"),
+        ).where(c.run_id == run_id))
+        out = {k: int(row[k]) for k in ("requests", "failed", "prompt_tokens",
+                                        "completion_tokens")}
+        cost = row["cost_usd"]
+        return {**out, "cost_usd": None if cost is None else round(float(cost), 8),
+                "latency_s": round(float(row["latency_s"]), 4)}
 
     # ---- artifacts ----------------------------------------------------------------------
 

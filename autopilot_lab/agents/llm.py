@@ -265,8 +265,12 @@ class LLMAgent(Agent):
                 "why": "the first iteration scores the objective's own draft"})
         top = min((h.priority for h in hints), default=None)
         kinds = sorted({h.kind.name for h in hints if h.priority == top})
-        why = (f"answers the {top.name} hints: {', '.join(kinds)}" if kinds
-               else "every check passed; asked to raise the score")
+        if not journal.iterations:
+            why = "asked to rewrite the objective's draft before it is scored"
+        elif kinds:
+            why = f"answers the {top.name} hints: {', '.join(kinds)}"
+        else:
+            why = "every check passed; asked to raise the score"
         return self.propose_for(objective, journal, hints, keeps, why=why)
 
     def propose_for(self, objective: Any, journal: Journal, hints: list[Hint],
@@ -284,6 +288,7 @@ class LLMAgent(Agent):
         problems: list[str] = []
         options = PromptOptions(structured=self.client.structured)
         while True:
+            problems.clear()  # format problems of this prompt size only
             try:
                 candidate, summary = self._ask(build_messages(inp, options), n, base, journal,
                                                region, problems)

@@ -298,6 +298,8 @@ class OpenAITransport:
             completion = self.client.chat.completions.create(**body, timeout=timeout_s)
         except self._openai.OpenAIError as e:
             raise classify(e, self._openai, timeout_s) from None
+        except ValueError as e:  # a body that is not JSON
+            raise EndpointError("server_error", f"unusable response: {e}") from None
         latency = time.monotonic() - start
         raw = completion.model_dump(mode="json", exclude_none=True)
         choice = completion.choices[0] if completion.choices else None
@@ -322,6 +324,9 @@ class OpenAITransport:
                     if choice.delta and choice.delta.content:
                         pieces.append(choice.delta.content)
                     finish = choice.finish_reason or finish
+        if finish is None:
+            raise EndpointError("connection", f"the answer stream broke off after {chunks} "
+                                              "chunks, before its end")
         return _reply("".join(pieces), finish, usage.prompt_tokens if usage else None,
                       usage.completion_tokens if usage else None, model or body["model"],
                       time.monotonic() - start, body, raw={"chunks": chunks})

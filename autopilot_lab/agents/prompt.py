@@ -16,6 +16,7 @@ custom layer, ``source``); other keys are shown as JSON.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
@@ -23,7 +24,15 @@ from typing import Any
 
 import numpy as np
 
-from autopilot_lab.candidate import LOSSES, OPTIMIZERS, PREPROCESSING, SCHEDULES, Candidate
+from autopilot_lab.candidate import (
+    LOSSES,
+    OPTIMIZERS,
+    PREPROCESSING,
+    SCHEDULES,
+    Candidate,
+    Recipe,
+)
+from autopilot_lab.checks.static import ALLOWED_IMPORTS
 from autopilot_lab.hints import Hint, Keep, Priority, sort_hints
 from autopilot_lab.journal import Journal
 
@@ -40,6 +49,10 @@ _LIMITS = (
     {"history": 0, "history_hints": False, "minor": 0, "other_file": 0, "ref": 800,
      "features": 0},
 )
+
+_FIELD_NOTES = {"optimizer": "|".join(OPTIMIZERS), "loss": "|".join(LOSSES),
+                "schedule": "|".join(SCHEDULES), "preprocessing": "|".join(PREPROCESSING),
+                "early_stopping": "patience in epochs, 0 = off", "grad_clip": "0 = off"}
 
 ANSWER_SCHEMA: dict[str, Any] = {
     "name": "candidate",
@@ -65,12 +78,14 @@ falls short comes back to you as typed hints.
 Rules:
 - Answer the hints in priority order: P1 blocks running or training, fix those first.
 - Do not change what the keeps list says passes, unless a P1 hint requires it.
-- Model code may import only torch, numpy, math and typing. No file, network or process access.
+- Model code may import only {allowed} and the candidate's own files. No file, \
+network or process access.
 - The entry class is an nn.Module; its constructor may take n_features and n_outputs, which \
 the harness fills in. forward(x) takes a float tensor (batch, n_features) and returns \
 (batch, outputs) floats: logits for classification, predictions for regression. Training, \
 the loss and the data loading are done by the harness from the recipe: do not write them.
-- Return every file you change in full, never a diff or an excerpt."""
+- Return every file you change in full, never a diff or an excerpt.""".format(
+    allowed=", ".join(sorted(ALLOWED_IMPORTS - {"__future__"})))
 
 
 @dataclass(frozen=True)
@@ -210,10 +225,8 @@ def render_hint(h: Hint, i: int | None = None) -> str:
 
 
 def answer_format(structured: bool, region: Region | None) -> str:
-    fields = (f"optimizer ({'|'.join(OPTIMIZERS)}), lr, batch_size, epochs, weight_decay, "
-              f"loss ({'|'.join(LOSSES)}), schedule ({'|'.join(SCHEDULES)}), early_stopping "
-              f"(patience, 0 = off), grad_clip (0 = off), preprocessing "
-              f"({'|'.join(PREPROCESSING)}), seed")
+    fields = ", ".join(f"{f.name} ({_FIELD_NOTES[f.name]})" if f.name in _FIELD_NOTES
+                       else f.name for f in dataclasses.fields(Recipe))
     scope = (f"the file {region.file} with only `{region.symbol}` changed (or just the "
              f"definition of `{region.symbol}`)" if region else
              "each file you change, in full (files you do not change may be left out)")

@@ -11,6 +11,7 @@ records no exchanges of its own: nothing was exchanged.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from collections import defaultdict, deque
@@ -83,7 +84,9 @@ class ReplayAgent(Agent):
             raise ValueError(f"run {self.source} was made by agent {name!r}, which cannot be "
                              "replayed; replayable: rules, llm, auto")
         first = exchanges[0] if exchanges else None
-        settings = first["request"]["settings"] if first else {}
+        known = {f.name for f in dataclasses.fields(LLMConfig)}
+        settings = {k: v for k, v in (first["request"]["settings"] if first else {}).items()
+                    if k in known}
         config = LLMConfig(base_url=first["base_url"] if first else "replay",
                            model=first["model"] if first else "replay", **settings)
         llm = LLMAgent(config, transport=ReplayTransport(exchanges, self.source),
@@ -93,7 +96,10 @@ class ReplayAgent(Agent):
     def propose(self, objective: Any, journal: Journal, hints: list[Hint],
                 keeps: list[Keep]) -> Candidate:
         candidate = self.inner.propose(objective, journal, hints, keeps)
-        return candidate.replace(notes={**candidate.notes, "replay_of": self.source})
+        notes = {**candidate.notes, "replay_of": self.source}
+        if "llm" in notes:  # the recorded run spent it, not this one
+            notes["recorded_llm"] = notes.pop("llm")
+        return candidate.replace(notes=notes)
 
 
 def replay_run(run_id: str, *, store: Any = None, home: str | os.PathLike | None = None,
