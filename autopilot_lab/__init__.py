@@ -9,15 +9,15 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
-__all__ = ["improve", "resume", "run", "RunResult"]
+__all__ = ["improve", "migrate", "resume", "run", "verify", "RunResult"]
 
 if TYPE_CHECKING:
-    from autopilot_lab.api import improve, resume, run
+    from autopilot_lab.api import improve, migrate, resume, run, verify
     from autopilot_lab.loop import RunResult
 
 
 def __getattr__(name: str) -> Any:
-    if name in ("improve", "resume", "run"):
+    if name in ("improve", "migrate", "resume", "run", "verify"):
         from autopilot_lab import api
 
         return getattr(api, name)

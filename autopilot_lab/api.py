@@ -4,6 +4,7 @@
     >>> result = ap.improve("examples/tabular_mlp.py:TabularMLP", "sklearn:breast_cancer",
     ...                     target="roc_auc>=0.98", max_iters=5)          # doctest: +SKIP
     >>> result.best_candidate.recipe, result.report_paths["md"]           # doctest: +SKIP
+    >>> ap.migrate("model.keras", "sklearn:breast_cancer")                   # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -50,6 +51,64 @@ def improve(model: Any, data: Any, *, target: str | None = DEFAULT_TARGET,
                                  init_kwargs=init_kwargs, datasets_dir=datasets_dir, seed=seed)
     return run(objective, agent=agent, max_iters=max_iters, store=store, home=home,
                subscribers=subscribers, limits=limits, on_loop=on_loop)
+
+
+def migrate(keras_model: Any, data: Any = None, *, fit: dict | None = None,
+            start: str | os.PathLike | None = None, max_iters: int = DEFAULT_MAX_ITERS,
+            agent: str = "rules", datasets_dir: str | None = None, seed: int = 0,
+            store: Store | None = None, home: str | os.PathLike | None = None,
+            subscribers: Iterable[Subscriber] = (), limits: Limits | None = None,
+            on_loop: Callable[[Loop], None] | None = None) -> RunResult:
+    """Migrate a Keras model to PyTorch until it provably matches.
+
+    Parameters
+    ----------
+    keras_model : a ``keras.Model``, a ``.keras``/``.h5`` file or a SavedModel folder.
+    data : a task spec or Task; real rows for parity and the metric comparison. Without data
+        the ladder is the parity contract on seeded random inputs.
+    fit : the ``model.fit`` arguments of the Keras code (epochs, batch_size, class_weight,
+        callbacks) when the compiled model does not say them.
+    start : a candidate folder (model.py, weights.pt, recipe.json) to start from instead of
+        the translator's draft, e.g. a hand migration to verify and repair.
+
+    Returns
+    -------
+    RunResult; the run folder's ``best/`` holds model.py, weights.pt, recipe.json, train.py.
+    """
+    from autopilot_lab.objectives.migrate import MigrateObjective
+
+    objective = MigrateObjective(keras_model, data, fit=fit, start=start,
+                                 datasets_dir=datasets_dir, seed=seed)
+    if objective.keras_path is None:
+        # an in-memory model: keep a copy in the run store so the run can be resumed
+        st = store or Store(home)
+        saved = st.home / "models" / f"{objective.model.name}-{id(keras_model):x}.keras"
+        saved.parent.mkdir(parents=True, exist_ok=True)
+        objective.model.save(saved)
+        objective.keras_path = str(saved)
+        store = st
+    return run(objective, agent=agent, max_iters=max_iters, store=store, home=home,
+               subscribers=subscribers, limits=limits, on_loop=on_loop)
+
+
+def verify(keras_model: Any, candidate_dir: str | os.PathLike, data: Any = None, *,
+           fit: dict | None = None, datasets_dir: str | None = None, seed: int = 0,
+           limits: Limits | None = None, workdir: str | os.PathLike | None = None):
+    """Score a candidate folder against its Keras model through the ladder, no agent.
+
+    Returns the Scorecard; ``scorecard.all_gates_passed`` is what CI should check.
+    """
+    import tempfile
+    from pathlib import Path
+
+    from autopilot_lab.objectives.migrate import MigrateObjective, load_candidate_dir
+
+    objective = MigrateObjective(keras_model, data, fit=fit, datasets_dir=datasets_dir,
+                                 seed=seed)
+    candidate = load_candidate_dir(candidate_dir, objective.translation.class_name)
+    with tempfile.TemporaryDirectory() as tmp:
+        ctx = objective.setup(Path(workdir or tmp), Sandbox(limits or Limits()))
+        return objective.ladder().score(candidate, ctx)
 
 
 def run(objective: Objective, *, agent: str = "rules", max_iters: int = DEFAULT_MAX_ITERS,

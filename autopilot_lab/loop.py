@@ -130,7 +130,7 @@ class Loop:
                 it = Iteration(n, candidate, card, candidate.notes.get("agent", self.agent.name))
                 journal.add(it)
                 if journal.best is it and "weights" in ctx.outputs and self.artifacts:
-                    self.artifacts.write_artifact(self.run_id, "best/weights.pt",
+                    self.artifacts.write_artifact(self.run_id, "best/trained_weights.pt",
                                                   ctx.outputs["weights"], iteration=n,
                                                   kind="weights")
                 self._emit("iteration_finished", iteration=n, scorecard=card.to_dict(True),
@@ -148,8 +148,9 @@ class Loop:
         if self.artifacts:
             best = journal.best
             if best:
-                for fname, text in best.candidate.files.items():
-                    self.artifacts.write_artifact(self.run_id, f"best/{fname}", text,
+                exported = {**best.candidate.files, **self.objective.export(best.candidate)}
+                for fname, content in exported.items():
+                    self.artifacts.write_artifact(self.run_id, f"best/{fname}", content,
                                                   iteration=best.n, kind="code")
             paths["json"] = self.artifacts.write_artifact(
                 self.run_id, "report.json", report_mod.to_json(report), kind="report")

@@ -48,7 +48,7 @@ def test_diverging_recipe_gets_nan_loss_then_a_repair_then_passes_every_gate(
     assert "## Winning candidate" in report
     data = json.loads((Path(run["folder"]) / "report.json").read_text())
     assert data["chain"][0]["repair"] == "lower_lr"
-    assert (Path(run["folder"]) / "best" / "weights.pt").stat().st_size > 0
+    assert (Path(run["folder"]) / "best" / "trained_weights.pt").stat().st_size > 0
     # the terminal views of the same run
     runs = _autopilot("runs", home=home)
     assert run["id"] in runs.stdout and "finished" in runs.stdout

@@ -34,16 +34,23 @@ class CheckContext:
     y_std: float | None = None
     limits: dict[str, Limits] = field(default_factory=dict)
     outputs: dict[str, Any] = field(default_factory=dict)  # side channel: e.g. trained weights
+    reference: dict[str, Any] | None = None  # migrate: the Keras reference's meta
+    extra_inputs: dict[str, Path] = field(default_factory=dict)  # e.g. reference.npz
 
-    def run_job(self, check: str, job: str, candidate: Candidate,
+    def run_job(self, check: str, job: str, candidate: Candidate, module: str = "probes",
                 **extra: Any) -> Outcome:
-        """Run a harness probe on ``candidate`` in the sandbox."""
+        """Run a harness job (``autopilot_lab.harness.<module>:<job>``) on ``candidate`` in
+        the sandbox, with the data, the candidate's artifacts and any reference files."""
+        inputs = {"data.npz": self.data_path, **self.extra_inputs,
+                  **{name: Path(path) for name, path in candidate.artifacts.items()}}
         payload = {"entry": candidate.entry, "main": candidate.main,
                    "init_kwargs": candidate.init_kwargs, "recipe": candidate.recipe.to_dict(),
                    "task": self.task, "seed": self.seed, "threads": self.threads,
-                   "device": self.device, "data": "data.npz", **extra}
-        return self.sandbox.run(f"autopilot_lab.harness.probes:{job}", payload,
-                                files=candidate.files, inputs={"data.npz": self.data_path},
+                   "device": self.device, "data": "data.npz",
+                   "weights": "weights.pt" if "weights.pt" in candidate.artifacts else None,
+                   **extra}
+        return self.sandbox.run(f"autopilot_lab.harness.{module}:{job}", payload,
+                                files=candidate.files, inputs=inputs,
                                 limits=self.limits.get(check))
 
 

@@ -57,7 +57,13 @@ def build_model(workdir: Path, payload: dict[str, Any]) -> torch.nn.Module:
                 kwargs[n] = value
                 break
     seed_everything(int(payload.get("seed", 0)), int(payload.get("threads", 1)))
-    return cls(**kwargs)
+    model = cls(**kwargs)
+    if payload.get("weights"):
+        # converted weights of a migration: strict, so a wrong key or shape is an error
+        state = torch.load(Path(workdir) / payload["weights"], map_location="cpu",
+                           weights_only=True)
+        model.load_state_dict(state, strict=True)
+    return model
 
 
 def load_data(workdir: Path, payload: dict[str, Any]) -> dict[str, np.ndarray]:

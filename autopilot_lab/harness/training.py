@@ -133,9 +133,43 @@ def targets(y: np.ndarray, loss_name: str, prep: Prepared) -> torch.Tensor:
     return torch.as_tensor((y - prep.y_mean) / prep.y_std, dtype=torch.float32).reshape(-1, 1)
 
 
+class KerasAdam(torch.optim.Optimizer):
+    """Adam/AdamW exactly as Keras 3 steps: epsilon added to sqrt(v) after the bias
+    correction has been folded into the step size; decoupled weight decay (AdamW)."""
+
+    def __init__(self, params, lr: float, betas=(0.9, 0.999), eps: float = 1e-7,
+                 weight_decay: float = 0.0):
+        super().__init__(params, {"lr": lr, "betas": betas, "eps": eps,
+                                  "weight_decay": weight_decay})
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        for group in self.param_groups:
+            b1, b2 = group["betas"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                state = self.state[p]
+                if not state:
+                    state["t"] = 0
+                    state["m"] = torch.zeros_like(p)
+                    state["v"] = torch.zeros_like(p)
+                state["t"] += 1
+                t, m, v = state["t"], state["m"], state["v"]
+                if group["weight_decay"]:
+                    p.sub_(p * group["lr"] * group["weight_decay"])
+                lr_t = group["lr"] * math.sqrt(1 - b2 ** t) / (1 - b1 ** t)
+                m.add_((p.grad - m) * (1 - b1))
+                v.add_((p.grad.square() - v) * (1 - b2))
+                p.sub_(m * lr_t / (v.sqrt() + group["eps"]))
+
+
 def make_optimizer(model: nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
     params = [p for p in model.parameters() if p.requires_grad]
     r = recipe
+    if r.keras_epsilon and r.optimizer in ("adam", "adamw"):
+        return KerasAdam(params, lr=r.lr, betas=r.betas, eps=r.eps,
+                         weight_decay=r.weight_decay if r.optimizer == "adamw" else 0.0)
     if r.optimizer == "adam":
         return torch.optim.Adam(params, lr=r.lr, betas=r.betas, eps=r.eps,
                                 weight_decay=r.weight_decay)

@@ -1,4 +1,4 @@
-"""Objectives say what "done" means: `improve` today, `migrate` and `tune` next."""
+"""Objectives say what "done" means: `improve` and `migrate` (`tune` later)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,9 @@ if TYPE_CHECKING:  # the checks import objectives.target; keep this package impo
 
 def objective_classes() -> dict[str, type[Objective]]:
     from autopilot_lab.objectives.improve import ImproveObjective
+    from autopilot_lab.objectives.migrate import MigrateObjective
 
-    return {"improve": ImproveObjective}
+    return {"improve": ImproveObjective, "migrate": MigrateObjective}
 
 
 def objective_from_spec(spec: dict[str, Any]) -> Objective:

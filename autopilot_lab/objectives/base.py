@@ -39,6 +39,10 @@ class Objective(abc.ABC):
     def draft_summary(self) -> str:
         return "the model as given"
 
+    def export(self, candidate: Candidate) -> dict[str, bytes | str]:
+        """Extra files for the run folder's ``best/`` beside the candidate's sources."""
+        return {}
+
     @abc.abstractmethod
     def describe(self) -> dict[str, Any]:
         """For the report: task, target, baselines (after ``setup``)."""

@@ -1,0 +1,115 @@
+"""`train.py` for a migrated model: the translated recipe as a plain PyTorch script.
+
+The script depends on torch and numpy only (not on autopilot_lab), so a team can keep it next
+to `model.py` and `weights.pt`; it reproduces the harness's Keras-faithful training loop.
+"""
+
+from __future__ import annotations
+
+import json
+
+from autopilot_lab.candidate import Candidate
+
+TEMPLATE = '''"""Train {entry} with the recipe translated from Keras.
+
+Usage: python train.py data.npz   (arrays X_train, y_train, X_valid, y_valid)
+Recipe: {recipe_line}
+"""
+
+import sys
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from model import {entry}
+
+RECIPE = {recipe}
+KIND = "{kind}"
+EPS = 1e-7  # Keras clips probabilities to [eps, 1 - eps]
+
+
+def loss_fn(model, out, y):
+    r = RECIPE
+    if KIND == "regression":
+        per = (F.l1_loss if r["loss"] == "mae" else F.mse_loss)(out, y, reduction="none")
+        per = per.mean(dim=-1)
+    elif out.shape[-1] == 1:
+        if r["from_logits"]:
+            per = F.binary_cross_entropy_with_logits(out, y, reduction="none").mean(dim=-1)
+        else:
+            p = out.clamp(EPS, 1 - EPS)
+            per = -(y * torch.log(p) + (1 - y) * torch.log(1 - p)).mean(dim=-1)
+    elif r["from_logits"]:
+        per = F.cross_entropy(out, y, reduction="none", label_smoothing=r["label_smoothing"])
+    else:
+        p = (out / out.sum(dim=-1, keepdim=True)).clamp(EPS, 1 - EPS)
+        per = -torch.log(p.gather(1, y[:, None]))[:, 0]
+    if r["class_weight"]:
+        w = torch.tensor([r["class_weight"].get(str(int(c)), 1.0) for c in y.reshape(-1)])
+        per = per * w
+    loss = per.mean()
+    params = dict(model.named_parameters())
+    for pen in r["penalties"]:  # Keras regularizers, added to the loss as Keras does
+        w = params[pen["param"]]
+        loss = loss + pen["l1"] * w.abs().sum() + pen["l2"] * (w ** 2).sum()
+    return loss
+
+
+def main(path):
+    data = np.load(path)
+    r = RECIPE
+    torch.manual_seed(r["seed"])
+    model = {entry}()
+    model.load_state_dict(torch.load("weights.pt", weights_only=True))
+    opt_cls = {{"adam": torch.optim.Adam, "adamw": torch.optim.AdamW,
+               "sgd": torch.optim.SGD, "rmsprop": torch.optim.RMSprop}}[r["optimizer"]]
+    kwargs = {{"lr": r["lr"], "weight_decay": r["weight_decay"]}}
+    if r["optimizer"] in ("adam", "adamw"):
+        kwargs.update(betas=tuple(r["betas"]), eps=r["eps"])
+    else:
+        kwargs.update(momentum=r["momentum"])
+    opt = opt_cls(model.parameters(), **kwargs)
+    as_y = (lambda a: torch.as_tensor(a, dtype=torch.long)) if KIND != "regression" and \\
+        r["loss"] == "cross_entropy" else (lambda a: torch.as_tensor(a, dtype=torch.float32)
+                                           .reshape(len(a), -1))
+    X, y = torch.as_tensor(data["X_train"]), as_y(data["y_train"])
+    Xv, yv = torch.as_tensor(data["X_valid"]), as_y(data["y_valid"])
+    best, best_state, bad = float("inf"), None, 0
+    for epoch in range(r["epochs"]):
+        model.train()
+        order = torch.randperm(len(X))
+        for i in range(0, len(X), r["batch_size"]):
+            idx = order[i:i + r["batch_size"]]
+            opt.zero_grad()
+            loss = loss_fn(model, model(X[idx]), y[idx])
+            loss.backward()
+            opt.step()
+        model.eval()
+        with torch.no_grad():
+            vloss = float(loss_fn(model, model(Xv), yv))
+        print(f"epoch {{epoch + 1}}: valid loss {{vloss:.4f}}")
+        if vloss < best:
+            best, bad = vloss, 0
+            best_state = {{k: v.clone() for k, v in model.state_dict().items()}}
+        elif r["early_stopping"]:
+            bad += 1
+            if bad >= r["early_stopping"]:
+                break
+    if r["early_stopping"] and r["restore_best"] and best_state is not None:
+        model.load_state_dict(best_state)
+    torch.save(model.state_dict(), "trained_weights.pt")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1] if len(sys.argv) > 1 else "data.npz")
+'''
+
+
+def train_script(candidate: Candidate, kind: str) -> str:
+    recipe = candidate.recipe.to_dict()
+    return TEMPLATE.format(entry=candidate.entry, kind=kind,
+                           recipe=json.dumps(recipe, indent=4).replace("true", "True")
+                           .replace("false", "False").replace("null", "None"),
+                           recipe_line=", ".join(f"{k}={recipe[k]}" for k in
+                                                 ("optimizer", "lr", "epochs", "batch_size")))

@@ -1,0 +1,283 @@
+"""`migrate`: a TensorFlow/Keras model to idiomatic PyTorch that provably matches.
+
+The first draft is the translator's: a readable ``model.py``, converted weights and the Keras
+recipe. The ladder adds tier 2 (parity with the Keras model: forward, per layer, loss,
+gradients, K training steps) and tier 5 compares the task metric of both frameworks trained
+with their own recipes on the same split (target: no worse than Keras by the parity
+tolerance: 0.01 for AUC / accuracy, 2% relative for errors).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from autopilot_lab import data as data_mod
+from autopilot_lab import metrics
+from autopilot_lab.candidate import Candidate, Recipe
+from autopilot_lab.checks import CheckContext, Ladder
+from autopilot_lab.checks.build import BuildCheck
+from autopilot_lab.checks.metric import MetricCheck
+from autopilot_lab.checks.parity import ParityCheck
+from autopilot_lab.checks.stability import StabilityCheck
+from autopilot_lab.checks.static import StaticCheck
+from autopilot_lab.checks.trainability import TrainabilityCheck
+from autopilot_lab.checks.unsupported import UnsupportedCheck
+from autopilot_lab.objectives.base import Objective
+from autopilot_lab.objectives.target import Target
+from autopilot_lab.sandbox import Sandbox
+
+PARITY_ABS = 0.01      # ROC AUC / balanced accuracy / accuracy / r2
+PARITY_REL = 0.02      # RMSE / MAE, relative
+
+
+class MigrateObjective(Objective):
+    name = "migrate"
+
+    def __init__(self, keras_model: Any, data: str | data_mod.Task | None = None, *,
+                 fit: dict | None = None, start: str | Path | None = None,
+                 datasets_dir: str | None = None, seed: int = 0, threads: int = 1,
+                 device: str = "cpu", keras_path: str | None = None):
+        from autopilot_lab.migrate import load_keras_model, translate
+        from autopilot_lab.migrate.recipe import keras_fit_config
+
+        self.keras_path = keras_path or (str(keras_model) if isinstance(keras_model, (str, Path))
+                                         else None)
+        self.model = load_keras_model(keras_model)
+        self.fit = _jsonable_fit(fit or {})
+        self.data_spec = data if isinstance(data, str) else None
+        self.datasets_dir, self.seed, self.threads, self.device = datasets_dir, seed, threads, \
+            device
+        self.start = str(start) if start else None
+        self.task = (data if isinstance(data, data_mod.Task) else
+                     data_mod.load_task(data, datasets_dir=datasets_dir, seed=seed)
+                     if data else None)
+        self.translation = translate(self.model)
+        self.fit_config = keras_fit_config(self.model, fit)
+        self.kind = self.task.kind if self.task else _kind_from_keras(self.fit_config,
+                                                                      self.translation)
+        from autopilot_lab.migrate.reference import recipe_from_keras
+
+        self.recipe = recipe_from_keras(self.fit_config, self.translation, self.kind)
+        self.target: Target | None = None
+        self.keras_metrics: dict | None = None
+        self.reference_meta: dict | None = None
+        self.workdir: Path | None = None
+        if self.task is not None:
+            _check_input_width(self.translation, self.task)
+
+    # -- spec ------------------------------------------------------------------------------
+    def spec(self) -> dict[str, Any]:
+        if self.keras_path is None:
+            raise ValueError("save the Keras model to a .keras file to make this run "
+                             "resumable (an in-memory model has no path)")
+        if self.task is not None and self.data_spec is None:
+            raise ValueError("a run on in-memory arrays cannot be rebuilt from its spec")
+        return {"objective": self.name, "keras": self.keras_path, "data": self.data_spec,
+                "fit": self.fit, "start": self.start, "datasets_dir": self.datasets_dir,
+                "seed": self.seed, "threads": self.threads, "device": self.device}
+
+    @classmethod
+    def from_spec(cls, spec: dict[str, Any]) -> MigrateObjective:
+        return cls(spec["keras"], spec.get("data"), fit=spec.get("fit"),
+                   start=spec.get("start"), datasets_dir=spec.get("datasets_dir"),
+                   seed=spec.get("seed", 0), threads=spec.get("threads", 1),
+                   device=spec.get("device", "cpu"))
+
+    # -- setup -----------------------------------------------------------------------------
+    def setup(self, workdir: Path, sandbox: Sandbox) -> CheckContext:
+        import torch
+
+        from autopilot_lab.migrate.reference import KerasReference
+
+        workdir = Path(workdir)
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.workdir = workdir
+        torch.save(self.translation.torch_state_dict(), workdir / "weights.pt")
+        task = self.task or self._synthetic_task()
+        data_path = task.save_npz(workdir / "data.npz")
+        ref = KerasReference(self.model, self.translation, self.recipe, self.kind)
+        rows, y = task.part("valid")
+        self.reference_meta = ref.write(workdir / "reference.npz",
+                                        rows if self.task is not None else None,
+                                        y if self.task is not None else None, seed=self.seed)
+        from autopilot_lab.migrate.translator import camel
+
+        self.reference_meta["unsupported"] = [
+            {"name": u.name, "cls": u.cls, "reason": u.reason, "stub": f"Untranslated"
+             f"{camel(u.name)}"} for u in self.translation.unsupported]
+        if self.task is not None:
+            self.keras_metrics = _train_keras(self.model, self.fit_config, self.recipe, task,
+                                              self.seed)
+            self.target = _parity_target(task.kind, self.keras_metrics)
+        y_train = task.part("train")[1]
+        y_std = float(np.std(y_train)) if task.kind == "regression" else None
+        info = {"kind": task.kind, "n_features": task.n_features, "n_outputs": task.n_outputs,
+                "n_classes": task.n_classes}
+        return CheckContext(task=info, data_path=data_path, sandbox=sandbox, target=self.target,
+                            seed=self.seed, threads=self.threads, device=self.device,
+                            y_std=y_std, reference=self.reference_meta,
+                            extra_inputs={"reference.npz": workdir / "reference.npz",
+                                          "reference.npz.json":
+                                              workdir / "reference.npz.json"})
+
+    def _synthetic_task(self) -> data_mod.Task:
+        """No data given: seeded random inputs labelled by the Keras model itself."""
+        from autopilot_lab.migrate.reference import KerasReference
+
+        ref = KerasReference(self.model, self.translation, self.recipe, self.kind)
+        xs = ref.sample_inputs(None, n=256, seed=self.seed)
+        y = ref.labels(xs, None)
+        X = xs[0].reshape(len(xs[0]), -1) if len(xs) == 1 else np.zeros((256, 1), np.float32)
+        return data_mod.task_from_arrays(X, y, name="synthetic", kind=self.kind, seed=self.seed)
+
+    # -- candidates ------------------------------------------------------------------------
+    def initial_candidate(self) -> Candidate:
+        if self.start:
+            return load_candidate_dir(self.start, self.translation.class_name)
+        return Candidate(files={"model.py": self.translation.source},
+                         entry=self.translation.class_name, recipe=self.recipe,
+                         artifacts={"weights.pt": str(self.workdir / "weights.pt")})
+
+    def draft_summary(self) -> str:
+        if self.start:
+            return f"the candidate in {self.start}"
+        n = len(self.translation.unsupported)
+        return (f"translation of {self.model.name} ({len(self.model.layers)} layers"
+                + (f", {n} unsupported" if n else "") + ")")
+
+    def reference_weights(self) -> dict[str, np.ndarray]:
+        return self.translation.state_dict
+
+    def ladder(self) -> Ladder:
+        if len(self.translation.inputs) > 1 or self.task is None:
+            # multi-input models or no data: parity is the contract (probes need one X)
+            return Ladder([StaticCheck(), UnsupportedCheck(), ParityCheck()])
+        return Ladder([StaticCheck(), UnsupportedCheck(), BuildCheck(), ParityCheck(),
+                       TrainabilityCheck(), StabilityCheck(), MetricCheck()])
+
+    def export(self, candidate: Candidate) -> dict[str, bytes | str]:
+        """Files of the run folder beside model.py: weights, recipe and a train.py."""
+        from autopilot_lab.migrate.train_script import train_script
+
+        out: dict[str, bytes | str] = {
+            "recipe.json": json.dumps(candidate.recipe.to_dict(), indent=2) + "\n",
+            "train.py": train_script(candidate, self.kind)}
+        weights = candidate.artifacts.get("weights.pt")
+        if weights and Path(weights).exists():
+            out["weights.pt"] = Path(weights).read_bytes()
+        return out
+
+    def describe(self) -> dict[str, Any]:
+        return {"objective": self.name, "keras_model": self.model.name,
+                "keras_path": self.keras_path,
+                "task": self.task.summary() if self.task else None,
+                "layers": len(self.model.layers),
+                "unsupported": [u.__dict__ for u in self.translation.unsupported],
+                "translation_notes": list(self.translation.notes),
+                "keras_metrics": self.keras_metrics,
+                "target": self.target.to_dict() if self.target else None,
+                "starting_recipe": self.recipe.to_dict()}
+
+
+def load_candidate_dir(folder: str | Path, entry: str | None = None) -> Candidate:
+    """A candidate folder: model.py, weights.pt and recipe.json (what `migrate` writes)."""
+    folder = Path(folder)
+    missing = [f for f in ("model.py", "weights.pt") if not (folder / f).exists()]
+    if missing:
+        raise FileNotFoundError(f"candidate folder {folder} lacks {', '.join(missing)}; it "
+                                "needs model.py, weights.pt and (optionally) recipe.json")
+    source = (folder / "model.py").read_text()
+    from autopilot_lab.objectives.model_source import resolve_model
+
+    _, entry = resolve_model(source, entry if entry and f"class {entry}" in source else None)
+    recipe_path = folder / "recipe.json"
+    recipe = Recipe.from_dict(json.loads(recipe_path.read_text())) if recipe_path.exists() \
+        else Recipe()
+    return Candidate(files={"model.py": source}, entry=entry, recipe=recipe,
+                     artifacts={"weights.pt": str((folder / "weights.pt").resolve())})
+
+
+def _jsonable_fit(fit: dict) -> dict:
+    """fit() kwargs as JSON (callbacks become their translated settings)."""
+    out = {k: v for k, v in fit.items() if k != "callbacks"}
+    if fit.get("class_weight"):
+        out["class_weight"] = {int(k): float(v) for k, v in fit["class_weight"].items()}
+    for cb in fit.get("callbacks") or []:
+        if isinstance(cb, dict):
+            out.setdefault("callbacks_json", []).append(cb)
+        elif type(cb).__name__ == "EarlyStopping":
+            out.setdefault("callbacks_json", []).append(
+                {"EarlyStopping": {"monitor": cb.monitor, "patience": int(cb.patience),
+                                   "restore_best_weights": bool(cb.restore_best_weights)}})
+    return out
+
+
+def _kind_from_keras(fit: dict, translation) -> str:
+    loss = (fit.get("loss") or {}).get("name", "")
+    width = translation.outputs[0]["shape"][-1] if translation.outputs[0]["shape"] else 1
+    if "binary" in loss or (width == 1 and "crossentropy" in loss):
+        return "binary"
+    if "crossentropy" in loss:
+        return "multiclass"
+    return "regression"
+
+
+def _check_input_width(translation, task: data_mod.Task) -> None:
+    shape = translation.inputs[0]["shape"]
+    if len(translation.inputs) == 1 and len(shape) == 1 and shape[0] not in (None,
+                                                                            task.n_features):
+        raise ValueError(f"the Keras model takes {shape[0]} features but {task.spec} has "
+                         f"{task.n_features}; pass the dataset the model was built for")
+
+
+def _parity_target(kind: str, keras_metrics: dict) -> Target:
+    metric = metrics.PRIMARY[kind]
+    value = keras_metrics["test"][metric]
+    if metrics.HIGHER_IS_BETTER[metric]:
+        return Target(metric, ">=", value - PARITY_ABS, f"keras-{PARITY_ABS:g}", value)
+    return Target(metric, "<=", value * (1 + PARITY_REL), f"keras+{PARITY_REL:.0%}", value)
+
+
+def _train_keras(model, fit: dict, recipe: Recipe, task: data_mod.Task,
+                 seed: int) -> dict[str, Any]:
+    """Train a copy of the Keras model with its own recipe on the same split; metrics."""
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    clone = keras.models.clone_model(model)
+    clone.set_weights(model.get_weights())
+    opt = model.optimizer
+    clone.compile(optimizer=type(opt).from_config(opt.get_config()) if opt is not None
+                  else "adam", loss=model.loss)
+    (X, y), (Xv, yv), (Xt, yt) = (task.part(p) for p in ("train", "valid", "test"))
+    shape_y = (lambda a: a.reshape(-1, 1).astype(np.float32)) if recipe.loss in (
+        "binary_cross_entropy", "mse", "mae", "huber") else (lambda a: a)
+    callbacks = []
+    if recipe.early_stopping:
+        callbacks.append(keras.callbacks.EarlyStopping(
+            monitor="val_loss", patience=recipe.early_stopping,
+            restore_best_weights=recipe.restore_best))
+    clone.fit(X, shape_y(y), epochs=recipe.epochs, batch_size=recipe.batch_size,
+              validation_data=(Xv, shape_y(yv)), class_weight=recipe.class_weight,
+              callbacks=callbacks, verbose=0, shuffle=True)
+    out = {}
+    for part, (Xp, yp) in (("train", (X, y)), ("valid", (Xv, yv)), ("test", (Xt, yt))):
+        pred = np.asarray(clone.predict(Xp, verbose=0), dtype=np.float64)
+        out[part] = metrics.all_metrics(task.kind, yp, _probabilities(pred, recipe, task.kind))
+    return out
+
+
+def _probabilities(pred: np.ndarray, recipe: Recipe, kind: str) -> np.ndarray:
+    if kind == "regression":
+        return pred.reshape(-1)
+    if pred.shape[-1] == 1:
+        p = pred[:, 0]
+        return 1 / (1 + np.exp(-p)) if recipe.from_logits else p
+    if recipe.from_logits:
+        e = np.exp(pred - pred.max(axis=1, keepdims=True))
+        return e / e.sum(axis=1, keepdims=True)
+    return pred / pred.sum(axis=1, keepdims=True)
