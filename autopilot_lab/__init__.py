@@ -16,6 +16,13 @@ if TYPE_CHECKING:
     from autopilot_lab.loop import RunResult
 
 
+def load_ipython_extension(ip: Any) -> None:
+    """``%load_ext autopilot_lab``: register the ``%autopilot`` / ``%%autopilot`` magics."""
+    from autopilot_lab.jupyter import load_ipython_extension as load
+
+    load(ip)
+
+
 def __getattr__(name: str) -> Any:
     if name in ("improve", "migrate", "resume", "run", "verify"):
         from autopilot_lab import api

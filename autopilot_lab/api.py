@@ -31,7 +31,8 @@ def improve(model: Any, data: Any, *, target: str | None = DEFAULT_TARGET,
             init_kwargs: dict | None = None, datasets_dir: str | None = None, seed: int = 0,
             store: Store | None = None, home: str | os.PathLike | None = None,
             subscribers: Iterable[Subscriber] = (), limits: Limits | None = None,
-            on_loop: Callable[[Loop], None] | None = None) -> RunResult:
+            on_loop: Callable[[Loop], None] | None = None,
+            between_iterations: Callable[[Iteration], None] | None = None) -> RunResult:
     """Push a PyTorch model to a metric target on a dataset.
 
     Parameters
@@ -50,7 +51,8 @@ def improve(model: Any, data: Any, *, target: str | None = DEFAULT_TARGET,
     objective = ImproveObjective(model, data, entry=entry, target=target, recipe=recipe,
                                  init_kwargs=init_kwargs, datasets_dir=datasets_dir, seed=seed)
     return run(objective, agent=agent, max_iters=max_iters, store=store, home=home,
-               subscribers=subscribers, limits=limits, on_loop=on_loop)
+               subscribers=subscribers, limits=limits, on_loop=on_loop,
+               between_iterations=between_iterations)
 
 
 def migrate(keras_model: Any, data: Any = None, *, fit: dict | None = None,
@@ -58,7 +60,8 @@ def migrate(keras_model: Any, data: Any = None, *, fit: dict | None = None,
             agent: str = "rules", datasets_dir: str | None = None, seed: int = 0,
             store: Store | None = None, home: str | os.PathLike | None = None,
             subscribers: Iterable[Subscriber] = (), limits: Limits | None = None,
-            on_loop: Callable[[Loop], None] | None = None) -> RunResult:
+            on_loop: Callable[[Loop], None] | None = None,
+            between_iterations: Callable[[Iteration], None] | None = None) -> RunResult:
     """Migrate a Keras model to PyTorch until it provably matches.
 
     Parameters
@@ -88,7 +91,8 @@ def migrate(keras_model: Any, data: Any = None, *, fit: dict | None = None,
         objective.keras_path = str(saved)
         store = st
     return run(objective, agent=agent, max_iters=max_iters, store=store, home=home,
-               subscribers=subscribers, limits=limits, on_loop=on_loop)
+               subscribers=subscribers, limits=limits, on_loop=on_loop,
+               between_iterations=between_iterations)
 
 
 def verify(keras_model: Any, candidate_dir: str | os.PathLike, data: Any = None, *,
@@ -114,18 +118,21 @@ def verify(keras_model: Any, candidate_dir: str | os.PathLike, data: Any = None,
 def run(objective: Objective, *, agent: str = "rules", max_iters: int = DEFAULT_MAX_ITERS,
         store: Store | None = None, home: str | os.PathLike | None = None,
         subscribers: Iterable[Subscriber] = (), limits: Limits | None = None,
-        on_loop: Callable[[Loop], None] | None = None) -> RunResult:
-    """Create a run in the store and drive the loop to its end."""
+        on_loop: Callable[[Loop], None] | None = None,
+        between_iterations: Callable[[Iteration], None] | None = None) -> RunResult:
+    """Create a run in the store and drive the loop to its end; ``between_iterations`` is
+    called after each scored iteration that does not end the run (a notebook's pause)."""
     store = store or Store(home)
     spec = {**objective.spec(), "agent": agent, "max_iters": max_iters}
     run_id = store.create_run(objective.name, spec, agent, max_iters)
     return _drive(store, run_id, objective, agent, max_iters, Journal(), subscribers, limits,
-                  on_loop)
+                  on_loop, between_iterations)
 
 
 def resume(run_id: str, *, store: Store | None = None, home: str | os.PathLike | None = None,
            max_iters: int | None = None, subscribers: Iterable[Subscriber] = (),
-           limits: Limits | None = None) -> RunResult:
+           limits: Limits | None = None, on_loop: Callable[[Loop], None] | None = None,
+           between_iterations: Callable[[Iteration], None] | None = None) -> RunResult:
     """Continue a run from its last finished iteration (after a crash, a kill or a stop)."""
     store = store or Store(home)
     store.mark_interrupted()
@@ -139,11 +146,12 @@ def resume(run_id: str, *, store: Store | None = None, home: str | os.PathLike |
                        for i in store.iterations(run_id)])
     max_iters = max_iters or spec.get("max_iters", DEFAULT_MAX_ITERS)
     return _drive(store, run_id, objective, spec.get("agent", "rules"), max_iters, journal,
-                  subscribers, limits, None)
+                  subscribers, limits, on_loop, between_iterations)
 
 
 def _drive(store: Store, run_id: str, objective: Objective, agent: str, max_iters: int,
-           journal: Journal, subscribers, limits, on_loop) -> RunResult:
+           journal: Journal, subscribers, limits, on_loop,
+           between_iterations=None) -> RunResult:
     bus = EventBus()
     bus.subscribe(store.subscriber, critical=True)
     for sub in subscribers:
@@ -151,7 +159,8 @@ def _drive(store: Store, run_id: str, objective: Objective, agent: str, max_iter
     loop = Loop(objective, make_agent(agent, store=store, run_id=run_id), run_id=run_id,
                 bus=bus, workdir=store.run_folder(run_id) / "work",
                 sandbox=Sandbox(limits or Limits()), max_iters=max_iters, artifacts=store,
-                rejected=lambda: store.rejected_hint_keys(run_id))
+                rejected=lambda: store.rejected_hint_keys(run_id),
+                between_iterations=between_iterations)
     if on_loop:
         on_loop(loop)
     # on resume too: run_started makes this process the run's owner in the store

@@ -20,7 +20,8 @@ FORWARD_TOL = 1e-4    # max abs error, relative to max(1, output scale)
 LOSS_RTOL = 1e-4
 GRAD_RTOL = 1e-3      # max abs error over the gradient's own scale
 DYN_LOSS_RTOL = 1e-3
-DYN_WEIGHT_TOL = 1e-5  # max abs error after K steps, relative to max(1, weight scale)
+DYN_WEIGHT_TOL = 1e-5  # max abs error after K steps, relative to max(1, weight scale) ...
+NOISE_FACTOR = 10      # ... or to 10x the candidate's own float32-vs-float64 drift
 RECIPE_SETTINGS = ("optimizer", "lr", "eps", "betas", "momentum")
 
 
@@ -46,10 +47,16 @@ class ParityCheck(Check):
         res = outcome.result
         expect = ctx.reference["expect"]
         hints: list[Hint] = []
+        # the earliest symptom names the cause; later ones follow from it and would only
+        # repeat it (a wrong layer also changes the loss, the gradients and the training)
         hints += _settings_hints(self.name, res["settings"], expect, candidate)
         hints += _forward_hints(self.name, res, candidate)
-        hints += _loss_hints(self.name, res["loss"], candidate, expect)
-        hints += _gradient_hints(self.name, res["gradients"])
+        cut_off = _cut_off_hints(self.name, res["gradients"])
+        hints += cut_off
+        if not hints:
+            hints += _loss_hints(self.name, res["loss"], candidate, expect)
+        if not hints:
+            hints += _gradient_hints(self.name, res["gradients"])
         if not hints:
             hints += _dynamics_hints(self.name, res["dynamics"], candidate, expect,
                                      ctx.reference.get("batch", 32))
@@ -144,17 +151,32 @@ def _loss_hints(check: str, loss: dict, c: Candidate, expect: dict) -> list[Hint
                  "(Keras averages over the batch) and class weights", where="recipe.loss")]
 
 
+def _cut_off_hints(check: str, grads: dict) -> list[Hint]:
+    """Weights the data loss does not reach while Keras' loss does."""
+    hints = []
+    for key, g in grads.items():
+        if _num(g.get("keras_norm", 0.0)) == 0:
+            continue
+        mismatched = g["state"] == "ok" and _grad_bad(g)
+        if g["state"] in ("none", "missing") or (mismatched and g.get("data_grad") != "ok"):
+            observed = ("None" if g["state"] != "ok" else
+                        "only the regularization penalty's gradient")
+            hints.append(Hint(HintKind.NO_GRADIENT, check, "gradient", observed,
+                              "the Keras gradient (non-zero)",
+                              f"{key} gets no gradient from the loss while its Keras weight "
+                              "does: remove .detach() / no_grad on its path and keep it a "
+                              "trainable nn.Parameter", where=key))
+    return hints
+
+
+def _grad_bad(g: dict) -> bool:
+    return _bad(g, GRAD_RTOL) and _num(g["max_abs"]) > GRAD_RTOL * _num(g.get("scale", 0.0))
+
+
 def _gradient_hints(check: str, grads: dict) -> list[Hint]:
     hints = []
     for key, g in grads.items():
-        if g["state"] in ("none", "missing") and _num(g.get("keras_norm", 1.0)) > 0:
-            hints.append(Hint(HintKind.NO_GRADIENT, check, "gradient", "None",
-                              "the Keras gradient (non-zero)",
-                              f"{key} gets no gradient while its Keras weight does: remove "
-                              ".detach() / no_grad on its path and keep it a trainable "
-                              "nn.Parameter", where=key))
-        elif g["state"] == "ok" and _bad(g, GRAD_RTOL) and \
-                _num(g["max_abs"]) > GRAD_RTOL * _num(g.get("scale", 0.0)):
+        if g["state"] == "ok" and _grad_bad(g):
             hints.append(Hint(HintKind.IO_MISMATCH, check, "gradient max abs error",
                               g["max_abs"], f"<= {GRAD_RTOL:g} x {g.get('scale')}",
                               f"the gradient of {key} differs from Keras': check the loss, "
@@ -172,7 +194,8 @@ def _dynamics_hints(check: str, dyn: dict, c: Candidate, expect: dict,
     var_tol = 2.0 / max(1, batch - 1)
     weights = [k for k, d in dyn["final"].items()
                if (_num(d.get("rel", "inf")) > var_tol if k.endswith("running_var")
-                   else _bad(d, DYN_WEIGHT_TOL))]
+                   else _bad(d, DYN_WEIGHT_TOL) and
+                   _num(d.get("max_abs", "inf")) > NOISE_FACTOR * _num(d.get("noise", 0.0)))]
     if not steps and not weights:
         return []
     want = expect["recipe"]

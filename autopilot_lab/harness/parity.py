@@ -45,11 +45,14 @@ def _channels_last(t: torch.Tensor) -> torch.Tensor:
 
 def _layer_match(out: torch.Tensor, ref: np.ndarray, activation: str | None) -> dict[str, Any]:
     """Best match of a submodule's output with the Keras layer's output, allowing for the
-    channels-first layout inside forward() and an activation fused into the Keras layer."""
+    channels-first layout inside forward(), an activation fused into the Keras layer, and a
+    recurrent layer whose Keras output is only the last step."""
     best = None
     act = ACTIVATIONS.get(activation or "linear")
-    for variant in ("as is", "channels last"):
-        t = out if variant == "as is" else _channels_last(out)
+    variants = {"as is": out, "channels last": _channels_last(out)}
+    if out.ndim == 3:
+        variants["last step"] = out[:, -1]
+    for variant, t in variants.items():
         for fused in (False, True):
             if fused and act is None:
                 continue
@@ -98,10 +101,13 @@ def parity(payload: dict[str, Any], workdir: Path) -> dict[str, Any]:
     # forward, inference mode, with per-layer outputs captured by hooks
     captured: dict[str, torch.Tensor] = {}
     modules = dict(model.named_modules())
-    hooks = [modules[a].register_forward_hook(
-        lambda _m, _i, o, a=a: captured.setdefault(a, o if isinstance(o, torch.Tensor)
-                                                   else o[0]))
-             for a in meta["layers"] if a in modules]
+    def capture(attr: str):
+        def hook(_module, _inputs, output) -> None:  # returns None: never alters the output
+            captured.setdefault(attr, output if isinstance(output, torch.Tensor) else output[0])
+        return hook
+
+    hooks = [modules[a].register_forward_hook(capture(a)) for a in meta["layers"]
+             if a in modules]
     model.eval()
     with torch.no_grad():
         out = model(*xs)
@@ -143,35 +149,69 @@ def parity(payload: dict[str, Any], workdir: Path) -> dict[str, Any]:
                       "keras_regularization": r(meta["keras_regularization"]),
                       "counterfactual": counter}
     params = dict(model.named_parameters())
+    total = {k: (p.grad.detach().clone() if p.grad is not None else None)
+             for k, p in params.items()}
+    # the data loss alone: a weight reached only by its penalty is still cut off from the task
+    model.zero_grad(set_to_none=True)
+    loss_fn, _ = loss_function(recipe.replace(penalties=()), payload["task"]["kind"], n_out,
+                               model)
+    target = torch.as_tensor(y[:batch], dtype=torch.long if loss_fn.name == "cross_entropy"
+                             else torch.float32)
+    if loss_fn.name != "cross_entropy":
+        target = target.reshape(batch if len(y) >= batch else len(y), -1)
+    loss_fn(model(*bx), target).backward()
     grads = {}
     for key in sorted(k[len("grad__"):] for k in ref if k.startswith("grad__")):
         p = params.get(key)
+        keras_norm = r(np.linalg.norm(ref[f"grad__{key}"]))
         if p is None:
-            grads[key] = {"state": "missing"}
-        elif p.grad is None or not p.requires_grad:
-            grads[key] = {"state": "none", "keras_norm": r(np.linalg.norm(ref[f"grad__{key}"]))}
+            grads[key] = {"state": "missing", "keras_norm": keras_norm}
+        elif total[key] is None or not p.requires_grad:
+            grads[key] = {"state": "none", "keras_norm": keras_norm}
         else:
-            grads[key] = {"state": "ok", **_diff(p.grad, ref[f"grad__{key}"])}
+            data = p.grad
+            grads[key] = {"state": "ok", "keras_norm": keras_norm,
+                          "data_grad": "none" if data is None else
+                          "zero" if bool((data == 0).all()) else "ok",
+                          **_diff(total[key], ref[f"grad__{key}"])}
     result["gradients"] = grads
 
-    # K optimizer steps from the same start, on the same batches
-    model.load_state_dict(initial)
-    model.train()
-    _dropout_off(model)
-    opt = make_optimizer(model, recipe)
-    losses = []
-    for rows in ref["dyn_index"]:
-        opt.zero_grad(set_to_none=True)
-        step_loss = loss_of(model, recipe, [x[rows] for x in xs], y[rows])
-        step_loss.backward()
-        if recipe.grad_clip > 0:
-            nn.utils.clip_grad_norm_(model.parameters(), recipe.grad_clip)
-        opt.step()
-        losses.append(r(step_loss))
-    state = model.state_dict()
-    result["dynamics"] = {
-        "torch_losses": losses, "keras_losses": [r(v) for v in ref["dyn_losses"]],
-        "final": {k[len("final__"):]: _diff(state[k[len("final__"):]], ref[k])
-                  if k[len("final__"):] in state else {"state": "missing"}
-                  for k in sorted(ref) if k.startswith("final__")}}
+    # K optimizer steps from the same start, on the same batches; the same steps in float64
+    # measure this model's own float32 round-off, the floor below which differences are noise
+    def steps(dtype: torch.dtype) -> tuple[list, dict]:
+        m = copy.deepcopy(model).to(dtype)
+        m.load_state_dict(initial)
+        m.train()
+        _dropout_off(m)
+        opt = make_optimizer(m, recipe)
+        losses = []
+        for rows in ref["dyn_index"]:
+            opt.zero_grad(set_to_none=True)
+            bx = [x[rows].to(dtype) if x.is_floating_point() else x[rows] for x in xs]
+            step_loss = loss_of(m, recipe, bx, y[rows])
+            step_loss.backward()
+            if recipe.grad_clip > 0:
+                nn.utils.clip_grad_norm_(m.parameters(), recipe.grad_clip)
+            opt.step()
+            losses.append(r(step_loss))
+        return losses, m.state_dict()
+
+    losses, state = steps(torch.float32)
+    try:
+        _, state64 = steps(torch.float64)
+    except (RuntimeError, TypeError):  # an op without float64 support: no noise estimate
+        state64 = {}
+    final = {}
+    for k in sorted(ref):
+        if not k.startswith("final__"):
+            continue
+        key = k[len("final__"):]
+        if key not in state:
+            final[key] = {"state": "missing"}
+            continue
+        final[key] = _diff(state[key], ref[k])
+        if key in state64 and state[key].is_floating_point():
+            final[key]["noise"] = r((state[key].double() - state64[key]).abs().max())
+    result["dynamics"] = {"torch_losses": losses,
+                          "keras_losses": [r(v) for v in ref["dyn_losses"]], "final": final}
     return result

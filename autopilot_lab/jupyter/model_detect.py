@@ -173,7 +173,9 @@ class NotebookModule:
 
     def build(self, cls: type) -> str:
         self._define(cls.__name__, cls)
-        blocks = ["\n".join(self.imports.values())]
+        # plain imports first, then from-imports, each sorted (isort's order)
+        imports = sorted(self.imports.values(), key=lambda s: (s.startswith("from "), s))
+        blocks = ["\n".join(imports)]
         if self.constants:
             blocks.append("\n".join(f"{k} = {v}" for k, v in self.constants.items()))
         blocks += list(self.definitions.values())

@@ -4,7 +4,9 @@ on one batch, and K optimizer steps. Everything lands in one ``reference.npz`` (
 meta) in torch layout, so the sandboxed probe compares without TensorFlow.
 
 Dropout is switched off on both sides for the training comparisons (two frameworks cannot
-draw the same masks); dropout placement is compared structurally instead.
+draw the same masks); dropout placement is compared structurally instead. Sparse (embedding)
+gradients are made dense before Keras' optimizer step: Keras' sparse Adam squares each
+occurrence of a repeated id separately, torch's dense nn.Embedding gradient does not.
 """
 
 from __future__ import annotations
@@ -163,7 +165,8 @@ class KerasReference:
             loss = clone.compute_loss(x=None, y=self._y_keras(y), y_pred=pred,
                                       sample_weight=self._sample_weight(y), training=True)
         reg = float(sum(_np(v).sum() for v in clone.losses)) if clone.losses else 0.0
-        grads = tape.gradient(loss, clone.trainable_weights)
+        grads = [tf.convert_to_tensor(g) if g is not None else None  # IndexedSlices: dense
+                 for g in tape.gradient(loss, clone.trainable_weights)]
         return float(_np(loss)), reg, self._as_torch(clone, grads)
 
     def train_steps(self, xs, y, index: np.ndarray) -> tuple[list[float], dict[str, np.ndarray]]:
@@ -181,7 +184,11 @@ class KerasReference:
                 pred = clone(self._keras_inputs(bx), training=True)
                 loss = clone.compute_loss(x=None, y=self._y_keras(by), y_pred=pred,
                                           sample_weight=self._sample_weight(by), training=True)
-            grads = tape.gradient(loss, clone.trainable_weights)
+            # Keras applies Adam to an embedding's sparse gradient per occurrence (squares of
+            # repeated ids summed, not the square of their sum); dense gradients are torch's
+            # semantics for nn.Embedding, so the reference steps with them
+            grads = [tf.convert_to_tensor(g) if g is not None else None
+                     for g in tape.gradient(loss, clone.trainable_weights)]
             opt.apply_gradients(zip(grads, clone.trainable_weights))
             losses.append(float(_np(loss)))
         mapped = {w["torch"] for w in self.translation.weight_map}
