@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup sandbox-deps demo test test-slow lint hints-doc clean
+.PHONY: setup sandbox-deps demo demo-improve test test-slow lint hints-doc clean
 
 setup: $(STAMP) sandbox-deps
 
@@ -28,10 +28,18 @@ sandbox-deps:
 	  fi; \
 	fi
 
+# The main job: a real Keras model migrated to PyTorch on a dataset that ships with
+# scikit-learn, until it provably matches (prints the parity table and where model.py went).
 demo: setup
+	$(BIN)/python examples/make_keras_model.py .autopilot/demo/breast_cancer_mlp.keras
+	$(BIN)/autopilot migrate .autopilot/demo/breast_cancer_mlp.keras --data sklearn:breast_cancer \
+	  --epochs 20 --batch-size 32
+	$(BIN)/autopilot runs --limit 3
+
+# The improve loop repairing a diverging recipe (NaN loss -> lower lr -> clip -> ...).
+demo-improve: setup
 	$(BIN)/autopilot improve examples/tabular_mlp.py:TabularMLP --data sklearn:diabetes \
 	  --recipe examples/diverging_recipe.json --target baseline-0.05 --max-iters 6
-	$(BIN)/autopilot runs --limit 3
 
 test: setup
 	$(BIN)/ruff check .

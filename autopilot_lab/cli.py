@@ -61,6 +61,33 @@ def _parser() -> argparse.ArgumentParser:
     imp.add_argument("--quiet", action="store_true", help="no progress bar")
     imp.set_defaults(func=_cmd_improve)
 
+    mig = sub.add_parser("migrate", help="migrate a Keras model to PyTorch until it matches")
+    mig.add_argument("keras_model", help="a .keras / .h5 file or a SavedModel folder")
+    mig.add_argument("--data", help="task spec for real rows and the metric comparison "
+                                    "(without it: parity on seeded random inputs)")
+    mig.add_argument("--epochs", type=int, help="Keras fit() epochs (when not in the model)")
+    mig.add_argument("--batch-size", type=int, help="Keras fit() batch size")
+    mig.add_argument("--start", metavar="DIR",
+                     help="start from a candidate folder (model.py, weights.pt, recipe.json)")
+    mig.add_argument("--max-iters", type=int, default=5)
+    mig.add_argument("--agent", default="rules", type=_agent_name,
+                     help="rules (offline, default) | llm | auto | replay:<run id>")
+    mig.add_argument("--datasets-dir", help="manifest folder for local: specs")
+    mig.add_argument("--seed", type=int, default=0)
+    mig.add_argument("--quiet", action="store_true", help="no progress bar")
+    mig.set_defaults(func=_cmd_migrate)
+
+    ver = sub.add_parser("verify", help="score a migrated candidate folder against its Keras "
+                                        "model (no agent); exit 1 when a hard gate fails")
+    ver.add_argument("keras_model")
+    ver.add_argument("candidate_dir", help="folder with model.py, weights.pt, recipe.json")
+    ver.add_argument("--data")
+    ver.add_argument("--epochs", type=int)
+    ver.add_argument("--batch-size", type=int)
+    ver.add_argument("--datasets-dir")
+    ver.add_argument("--json", action="store_true")
+    ver.set_defaults(func=_cmd_verify)
+
     runs = sub.add_parser("runs", help="list runs")
     runs.add_argument("--status")
     runs.add_argument("--objective")
@@ -136,6 +163,51 @@ def _cmd_improve(args) -> int:
         progress.close()
     _print_result(result)
     return 0 if result.targets_met else EXIT_TARGET_MISSED
+
+
+def _fit(args) -> dict[str, Any]:
+    return {k: v for k, v in (("epochs", args.epochs), ("batch_size", args.batch_size))
+            if v is not None}
+
+
+def _cmd_migrate(args) -> int:
+    from autopilot_lab import api
+    from autopilot_lab.cli_progress import Progress
+
+    progress = Progress(args.max_iters, enabled=not args.quiet, checks_per_iteration=7)
+    try:
+        result = api.migrate(args.keras_model, args.data, fit=_fit(args), start=args.start,
+                             max_iters=args.max_iters, agent=args.agent,
+                             datasets_dir=args.datasets_dir, seed=args.seed, home=args.home,
+                             subscribers=[progress])
+    finally:
+        progress.close()
+    _print_result(result)
+    from autopilot_lab.cli_show import render_parity
+
+    print(render_parity(result.report))
+    if result.report_paths:
+        best = result.report_paths["md"].parent / "best"
+        print(f"model.py, weights.pt, train.py and recipe.json written to {best}")
+    return 0 if result.targets_met else EXIT_TARGET_MISSED
+
+
+def _cmd_verify(args) -> int:
+    from autopilot_lab import api
+
+    card = api.verify(args.keras_model, args.candidate_dir, args.data, fit=_fit(args),
+                      datasets_dir=args.datasets_dir)
+    if args.json:
+        print(card.to_json())
+    else:
+        for v in card.verdicts:
+            print(f"{v.check:<13} {'pass' if v.passed else 'FAIL'}  {v.score:.3f}"
+                  + ("  (gate)" if v.hard else ""))
+        for name in card.skipped:
+            print(f"{name:<13} skipped (an earlier gate failed)")
+        hints = card.hints
+        print("\n" + ("\n".join(h.to_text() for h in hints) if hints else "no hints"))
+    return 0 if card.all_gates_passed else 1
 
 
 def _cmd_resume(args) -> int:

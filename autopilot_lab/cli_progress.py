@@ -14,9 +14,11 @@ CHECKS_PER_ITERATION = 5
 class Progress:
     """tqdm over iterations x checks; the description says what runs now."""
 
-    def __init__(self, max_iters: int, enabled: bool = True, start: int = 0):
+    def __init__(self, max_iters: int, enabled: bool = True, start: int = 0,
+                 checks_per_iteration: int = CHECKS_PER_ITERATION):
         self.enabled = enabled and max_iters > 0
-        self.total, self.start = max_iters * CHECKS_PER_ITERATION, start * CHECKS_PER_ITERATION
+        self.per = checks_per_iteration
+        self.total, self.start = max_iters * self.per, start * self.per
         self.bar: tqdm | None = None  # drawn at the run's first event, not before validation
         self.done_in_iteration = 0
 
@@ -37,7 +39,7 @@ class Progress:
             self.bar.update(1)
         elif event.type == "iteration_finished":
             # checks skipped after a failed gate still count as done
-            self.bar.update(CHECKS_PER_ITERATION - self.done_in_iteration)
+            self.bar.update(max(0, self.per - self.done_in_iteration))
             self.bar.set_postfix_str(f"score {d['score']:.3f} best {d['best_score']:.3f}")
         elif event.type == "run_finished":
             self.bar.set_description(f"{d['status']}: {d['reason']}"[:60])

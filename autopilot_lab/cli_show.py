@@ -81,3 +81,22 @@ def render_run(run: dict, iterations: list[dict]) -> str:
         out.append(f"  constructor arguments: {cand.init_kwargs}")
     out.append(f"  code: {run['folder']}/best/{cand.main}")
     return "\n".join(out)
+
+
+def render_parity(report: dict) -> str:
+    """The parity table of a migrate run's best candidate: what matched Keras, by how much."""
+    best = report.get("best") or {}
+    parity = best.get("parity")
+    if not parity:
+        return "parity: not reached (see the hints above)"
+    rows = [["forward outputs, max abs error", f"{parity['max_abs_error']:.3g}", "<= 1e-4"],
+            ["loss on one batch (torch / keras)",
+             f"{parity['loss']['torch']:.6g} / {parity['loss']['keras']:.6g}", "equal"],
+            ["training steps compared", str(len(parity["dynamics_losses"]["torch"])), "-"]]
+    keras = (report["objective"].get("keras_metrics") or {}).get("test")
+    metrics = best.get("metrics") or {}
+    if keras and metrics.get("test"):
+        for name, value in keras.items():
+            rows.append([f"test {name} (torch / keras)",
+                         f"{metrics['test'].get(name, float('nan')):.4g} / {value:.4g}", "-"])
+    return "parity\n" + _table(["measure", "value", "bound"], rows)

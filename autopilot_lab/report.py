@@ -48,6 +48,9 @@ def build_report(run_id: str, objective, journal: Journal, status: str,
                        "init_kwargs": best.candidate.init_kwargs,
                        "metrics": metric.evidence.get("metrics") if metric else None,
                        "files": best.candidate.files, "entry": best.candidate.entry}
+        parity = best.scorecard.verdict("parity")
+        if parity is not None and parity.passed:
+            out["best"]["parity"] = parity.evidence
     return out
 
 
@@ -170,6 +173,20 @@ def to_markdown(report: dict[str, Any]) -> str:
                          f"{h['metric']} observed `{h['observed']}`, expected "
                          f"`{h['expected']}`. {h['suggestion']}")
     if best:
+        parity = best.get("parity")
+        if parity:
+            keras = (obj.get("keras_metrics") or {}).get("test") or {}
+            ours = (best.get("metrics") or {}).get("test") or {}
+            lines += ["", "## Parity with Keras", "", "| measure | PyTorch | Keras |",
+                      "| --- | --- | --- |",
+                      f"| forward outputs, max abs error | {parity['max_abs_error']:.3g} | - |",
+                      f"| loss on one batch | {parity['loss']['torch']:.6g} | "
+                      f"{parity['loss']['keras']:.6g} |",
+                      f"| loss after {len(parity['dynamics_losses']['torch'])} training "
+                      f"steps | {parity['dynamics_losses']['torch'][-1]:.6g} | "
+                      f"{parity['dynamics_losses']['keras'][-1]:.6g} |"]
+            lines += [f"| test {k} | {ours.get(k, float('nan')):.4g} | {v:.4g} |"
+                      for k, v in keras.items()]
         lines += ["", "## Winning candidate", "", f"Recipe: `{json.dumps(best['recipe'])}`"]
         if best["init_kwargs"]:
             lines.append(f"Constructor arguments: `{json.dumps(best['init_kwargs'])}`")

@@ -12,7 +12,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from autopilot_lab.candidate import Candidate
+from autopilot_lab.candidate import Candidate, Recipe
 from autopilot_lab.hints import Hint, HintKind
 
 Change = tuple[Candidate, str] | None
@@ -35,7 +35,7 @@ def _recipe(c: Candidate, **changes) -> Candidate:
     return c.replace(recipe=c.recipe.replace(**changes))
 
 
-def lower_lr(c: Candidate, hint: Hint) -> Change:
+def lower_lr(c: Candidate, hint: Hint, objective=None) -> Change:
     lr = c.recipe.lr
     if lr <= MIN_LR:
         return None
@@ -46,7 +46,7 @@ def lower_lr(c: Candidate, hint: Hint) -> Change:
     return _recipe(c, lr=new), f"learning rate {lr:g} -> {new:g}"
 
 
-def raise_lr(c: Candidate, hint: Hint) -> Change:
+def raise_lr(c: Candidate, hint: Hint, objective=None) -> Change:
     lr = c.recipe.lr
     if lr >= MAX_LR / 3:
         return None
@@ -54,20 +54,20 @@ def raise_lr(c: Candidate, hint: Hint) -> Change:
     return _recipe(c, lr=new), f"learning rate {lr:g} -> {new:g}"
 
 
-def clip_gradients(c: Candidate, hint: Hint) -> Change:
+def clip_gradients(c: Candidate, hint: Hint, objective=None) -> Change:
     if c.recipe.grad_clip:
         return None
     return _recipe(c, grad_clip=1.0), "clip gradient norm at 1.0 (was off)"
 
 
-def standardize_inputs(c: Candidate, hint: Hint) -> Change:
+def standardize_inputs(c: Candidate, hint: Hint, objective=None) -> Change:
     if c.recipe.preprocessing == "standardize":
         return None
     return (_recipe(c, preprocessing="standardize"),
             "standardize inputs with train-split mean and std (was none)")
 
 
-def add_weight_decay(c: Candidate, hint: Hint) -> Change:
+def add_weight_decay(c: Candidate, hint: Hint, objective=None) -> Change:
     wd = c.recipe.weight_decay
     if wd >= 1e-2:
         return None
@@ -76,13 +76,13 @@ def add_weight_decay(c: Candidate, hint: Hint) -> Change:
     return _recipe(c, weight_decay=new, optimizer=opt), f"weight decay {wd:g} -> {new:g} ({opt})"
 
 
-def early_stopping(c: Candidate, hint: Hint) -> Change:
+def early_stopping(c: Candidate, hint: Hint, objective=None) -> Change:
     if c.recipe.early_stopping:
         return None
     return _recipe(c, early_stopping=10), "early stopping on validation loss, patience 10"
 
 
-def add_dropout(c: Candidate, hint: Hint) -> Change:
+def add_dropout(c: Candidate, hint: Hint, objective=None) -> Change:
     arg = _constructor_arg(c, DROPOUT_ARGS)
     if arg is None:
         return None
@@ -94,7 +94,7 @@ def add_dropout(c: Candidate, hint: Hint) -> Change:
             f"constructor argument {arg} {old:g} -> {new:g}")
 
 
-def longer_schedule(c: Candidate, hint: Hint) -> Change:
+def longer_schedule(c: Candidate, hint: Hint, objective=None) -> Change:
     epochs = c.recipe.epochs
     if epochs >= MAX_EPOCHS:
         return None
@@ -104,7 +104,7 @@ def longer_schedule(c: Candidate, hint: Hint) -> Change:
             f"epochs {epochs} -> {new} with early stopping (patience {patience})")
 
 
-def raise_capacity(c: Candidate, hint: Hint) -> Change:
+def raise_capacity(c: Candidate, hint: Hint, objective=None) -> Change:
     arg = _constructor_arg(c, CAPACITY_ARGS)
     if arg is None:
         return None
@@ -116,27 +116,27 @@ def raise_capacity(c: Candidate, hint: Hint) -> Change:
             f"constructor argument {arg} {old} -> {old * 2}")
 
 
-def cosine_schedule(c: Candidate, hint: Hint) -> Change:
+def cosine_schedule(c: Candidate, hint: Hint, objective=None) -> Change:
     if c.recipe.schedule != "constant":
         return None
     return _recipe(c, schedule="cosine"), "cosine learning-rate schedule (was constant)"
 
 
-def smaller_batch(c: Candidate, hint: Hint) -> Change:
+def smaller_batch(c: Candidate, hint: Hint, objective=None) -> Change:
     if "memory" not in hint.metric or c.recipe.batch_size <= 8:
         return None
     new = c.recipe.batch_size // 2
     return _recipe(c, batch_size=new), f"batch size {c.recipe.batch_size} -> {new}"
 
 
-def fewer_epochs(c: Candidate, hint: Hint) -> Change:
+def fewer_epochs(c: Candidate, hint: Hint, objective=None) -> Change:
     if "wall" not in hint.metric or c.recipe.epochs <= 2:
         return None
     new = c.recipe.epochs // 2
     return _recipe(c, epochs=new), f"epochs {c.recipe.epochs} -> {new} to fit the time limit"
 
 
-def remove_detach(c: Candidate, hint: Hint) -> Change:
+def remove_detach(c: Candidate, hint: Hint, objective=None) -> Change:
     """A parameter without gradient behind a ``.detach()`` in forward: drop the detach."""
     src = c.source
     if ".detach()" not in src:
@@ -145,7 +145,80 @@ def remove_detach(c: Candidate, hint: Hint) -> Change:
     return c.replace(files={**c.files, c.main: fixed}), "removed .detach() from the model code"
 
 
+def keras_setting(c: Candidate, hint: Hint, objective=None) -> Change:
+    """A recipe setting the check named, with the value Keras uses (``hint.expected``)."""
+    if not hint.where.startswith("recipe."):
+        return None
+    name = hint.where.split(".", 1)[1]
+    old = c.recipe.to_dict().get(name)
+    if name not in c.recipe.to_dict() or old == hint.expected:
+        return None
+    try:
+        recipe = Recipe.from_dict({**c.recipe.to_dict(), name: hint.expected})
+    except (TypeError, ValueError):
+        return None
+    return c.replace(recipe=recipe), f"recipe {name} {old} -> {hint.expected} (Keras' value)"
+
+
+_MODULE_ARGS = {"BatchNorm epsilon": "eps", "BatchNorm momentum": "momentum",
+                "Dropout rate": "p"}
+
+
+def module_setting(c: Candidate, hint: Hint, objective=None) -> Change:
+    """A submodule argument the check named (BatchNorm eps/momentum, dropout rate), set to
+    Keras' value on the line that builds that submodule."""
+    arg = _MODULE_ARGS.get(hint.metric)
+    if arg is None or ":" not in hint.where:
+        return None
+    attr = hint.where.split(":", 1)[1]
+    pattern = re.compile(rf"^(\s*self\.{re.escape(attr)}\s*=\s*nn\.\w+\()(.*)(\)\s*)$", re.M)
+    m = pattern.search(c.source)
+    if m is None:
+        return None
+    args = m.group(2)
+    value = f"{hint.expected:g}"
+    if re.search(rf"\b{arg}\s*=", args):
+        new_args = re.sub(rf"\b{arg}\s*=\s*[^,)]+", f"{arg}={value}", args)
+    elif arg == "p" and args.strip():
+        new_args = value  # nn.Dropout(rate): the first positional argument is p
+    else:
+        new_args = f"{args}, {arg}={value}" if args.strip() else f"{arg}={value}"
+    source = c.source[:m.start(2)] + new_args + c.source[m.end(2):]
+    return (c.replace(files={**c.files, c.main: source}),
+            f"{attr}: {arg}={value} (Keras' value)")
+
+
+def reconvert_weights(c: Candidate, hint: Hint, objective=None) -> Change:
+    """The first diverging layer's weights, converted again from Keras by the translator."""
+    reference = getattr(objective, "reference_weights", None)
+    weights = c.artifacts.get("weights.pt")
+    if reference is None or not weights or ":" in hint.where or "." in hint.where:
+        return None
+    import numpy as np
+    import torch
+
+    state = torch.load(weights, map_location="cpu", weights_only=True)
+    ref = reference()
+    keys = [k for k in ref if k.startswith(hint.where + ".") and k in state and
+            not np.array_equal(state[k].numpy(), ref[k])]
+    if not keys:
+        return None
+    for k in keys:
+        state[k] = torch.from_numpy(np.ascontiguousarray(ref[k]))
+    path = objective.workdir / f"weights-{c.digest()}-{hint.where}.pt"
+    torch.save(state, path)
+    return (c.replace(artifacts={**c.artifacts, "weights.pt": str(path)}),
+            f"re-converted {', '.join(keys)} from the Keras weights")
+
+
 PLAYBOOK: tuple[Repair, ...] = (
+    # a setting the checks named, with the reference's value: the most specific answer first
+    Repair("keras_setting", (HintKind.IO_MISMATCH, HintKind.METRIC_GAP),
+           "set the recipe setting the check named to Keras' value", keras_setting),
+    Repair("module_setting", (HintKind.IO_MISMATCH,),
+           "set a BatchNorm / dropout argument to Keras' value", module_setting),
+    Repair("reconvert_weights", (HintKind.IO_MISMATCH,),
+           "convert the diverging layer's weights from Keras again", reconvert_weights),
     Repair("lower_lr", (HintKind.NAN_LOSS, HintKind.EXPLODING_GRADIENT, HintKind.DEAD_UNITS),
            "divide the learning rate by 10 (by 100 when the loss blows up in 3 steps)", lower_lr),
     Repair("clip_gradients", (HintKind.NAN_LOSS, HintKind.EXPLODING_GRADIENT),

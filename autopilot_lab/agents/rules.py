@@ -12,8 +12,10 @@ from __future__ import annotations
 from autopilot_lab.agents.base import Agent, NoProposal
 from autopilot_lab.agents.playbook import repairs_for
 from autopilot_lab.candidate import Candidate
-from autopilot_lab.hints import Hint, Keep
+from autopilot_lab.hints import Hint, HintKind, Keep
 from autopilot_lab.journal import Journal
+
+PER_PLACE = frozenset({HintKind.IO_MISMATCH, HintKind.NO_GRADIENT})
 
 
 class RulesAgent(Agent):
@@ -29,21 +31,23 @@ class RulesAgent(Agent):
         tried = _tried(journal)
         futile = _futile(journal, base.n)
         candidate, applied = base.candidate, []
-        seen_kinds = set()
+        seen = set()
         top = min((h.priority for h in hints), default=None)
         for hint in hints:
-            if hint.priority != top or hint.kind in seen_kinds:
+            # tuning hints: one repair per kind; hints that name a place: one per place
+            slot = hint.key if hint.kind in PER_PLACE else hint.kind
+            if hint.priority != top or slot in seen:
                 continue
             for repair in repairs_for(hint.kind):
                 if (repair.name, base.candidate.digest()) in tried or repair.name in futile:
                     continue
-                change = repair.apply(candidate, hint)
+                change = repair.apply(candidate, hint, objective)
                 if change is None:
                     continue
                 candidate, what = change
                 applied.append({"repair": repair.name, "hint": hint.kind.name,
                                 "hint_key": hint.key, "change": what})
-                seen_kinds.add(hint.kind)
+                seen.add(slot)
                 break
         if not applied:
             kinds = sorted({h.kind.name for h in hints if h.priority == top})
@@ -60,8 +64,9 @@ def _futile(journal: Journal, base_n: int) -> set[str]:
     """Repairs in the base's lineage after which the hint they answered was still there."""
     out = set()
     for it in journal.lineage(base_n):
-        still = {h.kind.name for h in it.scorecard.hints}
-        out |= {a["repair"] for a in it.candidate.notes.get("repairs", []) if a["hint"] in still}
+        still = {h.key for h in it.scorecard.hints}
+        out |= {a["repair"] for a in it.candidate.notes.get("repairs", [])
+                if a["hint_key"] in still}
     return out
 
 

@@ -11,6 +11,10 @@ from autopilot_lab.hints import Hint, HintKind, Keep
 from autopilot_lab.scorecard import Verdict
 
 OVERFIT_GAP = 0.08  # in quality units (see metrics.quality): train far better than valid
+# training settings a migration must carry over, in the order they usually matter
+TRAINING_SETTINGS = ("epochs", "batch_size", "lr", "optimizer", "early_stopping",
+                     "weight_decay", "penalties", "from_logits", "loss", "eps", "betas",
+                     "momentum", "class_weight")
 
 
 class MetricCheck(Check):
@@ -48,7 +52,20 @@ class MetricCheck(Check):
         hints = []
         met = ctx.target.met(value) if ctx.target else True
         evidence["target_met"] = met
-        if not met:
+        causes = _differences_from_reference(recipe, ctx.reference) if ctx.reference else []
+        if not met and causes:
+            # migrate: the gap to Keras' metric, and the training settings that differ from
+            # the Keras recipe (the likely causes), the first one to repair first
+            name, have, want = causes[0]
+            others = "; ".join(f"{n} {h} (Keras {w})" for n, h, w in causes[1:])
+            hints.append(Hint(
+                HintKind.METRIC_GAP, self.name, f"test {primary} vs Keras (cause: {name})",
+                f"{value:.4g} vs Keras {ctx.target.baseline:.4g}", want,
+                f"short of {ctx.target.text} by {ctx.target.gap(value):.4g}; the recipe's "
+                f"{name} is {have}, Keras trains with {want}: set it"
+                + (f"; other differences: {others}" if others else ""),
+                where=f"recipe.{name}"))
+        elif not met:
             hints.append(Hint(HintKind.METRIC_GAP, self.name, f"test {primary}", value,
                               ctx.target.text,
                               f"short by {ctx.target.gap(value):.4g}: train longer (epochs "
@@ -66,3 +83,17 @@ class MetricCheck(Check):
             if met and ctx.target else []
         score = metrics.quality(primary, value, y_std=ctx.y_std)
         return self.verdict(met, score, hints, keeps, evidence)
+
+
+def _differences_from_reference(recipe, reference: dict) -> list[tuple[str, object, object]]:
+    """(setting, candidate's value, Keras' value) for each training setting that differs."""
+    want = reference.get("expect", {}).get("recipe", {})
+    have = recipe.to_dict()
+    out = []
+    for name in TRAINING_SETTINGS:
+        if name in want and have.get(name) != want[name]:
+            if isinstance(want[name], float) and isinstance(have.get(name), float) and \
+                    abs(want[name] - have[name]) <= 1e-12 + 1e-9 * abs(want[name]):
+                continue
+            out.append((name, have.get(name), want[name]))
+    return out

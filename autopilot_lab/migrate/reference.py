@@ -224,7 +224,11 @@ class KerasReference:
                 "recipe": {"optimizer": r.optimizer, "lr": r.lr, "eps": r.eps,
                            "betas": list(r.betas), "momentum": r.momentum,
                            "from_logits": r.from_logits, "loss": r.loss,
-                           "penalties": [dict(p) for p in r.penalties]}}
+                           "penalties": [dict(p) for p in r.penalties],
+                           "epochs": r.epochs, "batch_size": r.batch_size,
+                           "early_stopping": r.early_stopping,
+                           "weight_decay": r.weight_decay,
+                           "class_weight": r.to_dict()["class_weight"]}}
 
     # -- the file ----------------------------------------------------------------------------
     def write(self, path: Path, rows: np.ndarray | None, y: np.ndarray | None,
