@@ -26,6 +26,18 @@ DROPOUT_CLASSES = ("Dropout", "SpatialDropout1D", "SpatialDropout2D", "SpatialDr
                    "GaussianDropout", "GaussianNoise", "AlphaDropout")
 
 
+def clone_keras(model: Any) -> Any:
+    """A structural copy with the same weights. The model is the caller's own object, so a
+    Lambda's Python function may be re-created (Keras refuses that by default for files)."""
+    import keras
+    from keras.src.saving.serialization_lib import SafeModeScope
+
+    with SafeModeScope(False):
+        clone = keras.models.clone_model(model)
+    clone.set_weights(model.get_weights())
+    return clone
+
+
 def _np(x: Any) -> np.ndarray:
     return np.asarray(x.numpy() if hasattr(x, "numpy") else x)
 
@@ -129,8 +141,7 @@ class KerasReference:
         """A copy with dropout off and a fresh optimizer from the model's config."""
         import keras
 
-        clone = keras.models.clone_model(self.model)
-        clone.set_weights(self.model.get_weights())
+        clone = clone_keras(self.model)
         for layer in _all_layers(clone):
             if type(layer).__name__ in DROPOUT_CLASSES:
                 for attr in ("rate", "stddev"):

@@ -182,6 +182,81 @@ class MigrateObjective(Objective):
                 "target": self.target.to_dict() if self.target else None,
                 "starting_recipe": self.recipe.to_dict()}
 
+    def prompt_context(self, hints: list) -> dict[str, Any]:
+        """The Keras model for the LLM prompt: a config summary, its layers (name, class,
+        output shape) and, for the layer an UNSUPPORTED_LAYER or IO_MISMATCH hint points at,
+        its Keras config and (a custom layer or Lambda) a bit of its Python source."""
+        model = self.model
+        layers = [{"name": la.name, "class": type(la).__name__,
+                   "output_shape": _output_shape(la)} for la in model.layers]
+        fit = self.fit_config or {}
+        out: dict[str, Any] = {
+            "keras_config": {
+                "class_name": type(model).__name__, "name": model.name,
+                "inputs": [list(i["shape"]) for i in self.translation.inputs],
+                "outputs": [list(o["shape"]) for o in self.translation.outputs],
+                "parameters": int(model.count_params()),
+                "loss": (fit.get("loss") or {}).get("name"),
+                "optimizer": (fit.get("optimizer") or {}).get("name"),
+                "torch_attributes": {k: v for k, v in self.translation.layer_map.items() if v}},
+            "layers": layers}
+        failing = _failing_layer(self, hints)
+        if failing is not None:
+            out["failing_layer"] = failing
+        return out
+
+
+def _output_shape(layer: Any) -> list | None:
+    try:
+        shape = layer.output.shape
+    except (AttributeError, ValueError, RuntimeError):  # shared or never-called layers
+        return None
+    return [None if d is None else int(d) for d in shape]
+
+
+def _failing_layer(objective: MigrateObjective, hints: list) -> dict[str, Any] | None:
+    """The Keras layer the first UNSUPPORTED_LAYER or IO_MISMATCH hint points at."""
+    from autopilot_lab.hints import HintKind
+    from autopilot_lab.migrate.layers import _python_source
+    from autopilot_lab.migrate.translator import camel
+
+    by_name = {la.name: la for la in objective.model.layers}
+    unsupported = {u.name: u for u in objective.translation.unsupported}
+    keras_of_attr = {attr: name for name, attr in objective.translation.layer_map.items()
+                     if attr}
+    name = None
+    for h in hints:
+        if h.kind is HintKind.UNSUPPORTED_LAYER:
+            said = f"{h.observed} {h.where} {h.suggestion}"
+            name = next((u for u in unsupported if str(h.observed).startswith(f"{u} (")
+                         or f"Untranslated{camel(u)}" in said), None)
+        elif h.kind is HintKind.IO_MISMATCH and h.where and not h.where.startswith("recipe"):
+            attr = h.where.split(":", 1)[-1]
+            while attr and attr not in keras_of_attr:  # "block.dense.weight" -> "block.dense"
+                attr = attr.rpartition(".")[0]
+            name = keras_of_attr.get(attr)
+        if name in by_name:
+            break
+        name = None
+    if name is None:
+        return None
+    layer = by_name[name]
+    if name in unsupported:
+        config = dict(unsupported[name].config)
+    else:
+        try:
+            config = dict(layer.get_config())
+        except Exception:  # noqa: BLE001 - custom layers may not implement get_config
+            config = {}
+    config = {k: v for k, v in config.items() if k not in ("dtype", "trainable", "autocast")}
+    if isinstance(config.get("function"), dict):  # a Lambda's marshalled bytecode
+        config["function"] = getattr(getattr(layer, "function", None), "__name__", "?")
+    out: dict[str, Any] = {"name": name, "class": type(layer).__name__, "config": config}
+    source = _python_source(layer, max_lines=30)
+    if source:
+        out["source"] = source
+    return out
+
 
 def load_candidate_dir(folder: str | Path, entry: str | None = None) -> Candidate:
     """A candidate folder: model.py, weights.pt and recipe.json (what `migrate` writes)."""
@@ -247,9 +322,10 @@ def _train_keras(model, fit: dict, recipe: Recipe, task: data_mod.Task,
     """Train a copy of the Keras model with its own recipe on the same split; metrics."""
     import keras
 
+    from autopilot_lab.migrate.reference import clone_keras
+
     keras.utils.set_random_seed(seed)
-    clone = keras.models.clone_model(model)
-    clone.set_weights(model.get_weights())
+    clone = clone_keras(model)
     opt = model.optimizer
     clone.compile(optimizer=type(opt).from_config(opt.get_config()) if opt is not None
                   else "adam", loss=model.loss)
