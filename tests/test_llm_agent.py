@@ -4,11 +4,13 @@ candidates in the real sandbox on sklearn:iris with two-epoch recipes."""
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import logging
 import re
 import time
+from functools import cache
 from pathlib import Path
 
 import pytest
@@ -579,3 +581,118 @@ def test_an_unusable_answer_twice_ends_the_run_with_the_best_so_far(tmp_path, mo
                                              "block; then no fenced code block"):
             agent.propose(objective, journal, [SHAPE], [])
         assert len(server.chats) == 2
+
+
+# ---- migrate: a custom Keras layer the translator does not know ---------------------------
+
+@cache
+def scaled_tanh_layer() -> type:
+    """A custom Keras layer, ``alpha * tanh(x)`` with a trainable scalar ``alpha`` (1.5 at
+    first); defined on first use so the rest of this file does not import TensorFlow."""
+    import keras
+
+    @keras.saving.register_keras_serializable(package="tests")
+    class ScaledTanh(keras.layers.Layer):
+        def build(self, input_shape):
+            self.alpha = self.add_weight(shape=(), name="alpha",
+                                         initializer=keras.initializers.Constant(1.5))
+
+        def call(self, x):
+            return self.alpha * keras.ops.tanh(x)
+
+    return ScaledTanh
+
+
+IMPLEMENTED = """import torch
+from torch import nn
+
+
+class UntranslatedScaledTanh(nn.Module):
+    \"\"\"Keras ScaledTanh: alpha * tanh(x), alpha a trainable scalar.\"\"\"
+
+    def __init__(self):
+        super().__init__()
+        self.alpha = nn.Parameter(torch.zeros(()))  # Keras scaled_tanh/alpha
+
+    def forward(self, x):
+        return self.alpha * torch.tanh(x)
+"""
+
+
+def scaled_tanh_model():
+    """Dense -> ScaledTanh -> Dense(3, softmax), compiled: Keras code a user might bring."""
+    import keras
+
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((4,))
+    x = keras.layers.Dense(8, name="hidden")(inp)
+    x = scaled_tanh_layer()(name="scaled_tanh")(x)
+    out = keras.layers.Dense(3, activation="softmax", name="out")(x)
+    model = keras.Model(inp, out, name="with_scaled_tanh")
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    return model
+
+
+def test_migrate_prompt_context_names_the_failing_keras_layer_and_its_source():
+    from autopilot_lab.objectives.migrate import MigrateObjective
+
+    objective = MigrateObjective(scaled_tanh_model())
+    io = Hint(HintKind.IO_MISMATCH, "parity", "gradient max abs error", 0.3, "<= 0.001",
+              "the gradient differs", where="scaled_tanh.alpha")
+    ctx = objective.prompt_context([STYLE, io])
+    assert ctx["keras_config"]["name"] == "with_scaled_tanh"
+    assert ctx["keras_config"]["loss"] == "sparse_categorical_crossentropy"
+    assert {"name": "hidden", "class": "Dense", "output_shape": [None, 8]} in ctx["layers"]
+    failing = ctx["failing_layer"]
+    assert (failing["name"], failing["class"]) == ("scaled_tanh", "ScaledTanh")
+    assert "keras.ops.tanh(x)" in failing["source"] and "dtype" not in failing["config"]
+    dense = objective.prompt_context([dataclasses.replace(io, where="model.py:hidden")])
+    assert dense["failing_layer"]["config"]["units"] == 8
+    assert "source" not in dense["failing_layer"]  # a built-in layer: its config says it all
+    assert "failing_layer" not in objective.prompt_context([STYLE])
+    assert objective.translation.state_dict["scaled_tanh.alpha"].shape == ()  # a scalar stays
+
+
+def test_auto_migrate_has_the_llm_implement_an_unsupported_custom_layer_until_parity(
+        tmp_path, monkeypatch):
+    model = scaled_tanh_model()
+    reply = {"files": {"model.py": IMPLEMENTED}, "summary": "ScaledTanh as alpha * tanh(x)"}
+    with ScriptedLLMServer([answer(json.dumps(reply))], api_key=KEY) as server:
+        monkeypatch.setenv("OPENAI_BASE_URL", server.url)
+        monkeypatch.setenv("OPENAI_API_KEY", KEY)
+        monkeypatch.setenv("AUTOPILOT_LLM_MODEL", MODEL)
+        store = Store(tmp_path / "home")
+        try:
+            result = api.migrate(model, agent="auto", max_iters=3, store=store)
+        finally:
+            store.close()
+        (chat,) = server.chats
+    first, second = result.history
+    # iteration 1: the translator's draft, with the stub
+    assert first.agent == "rules" and first.scorecard.failed_gate == "unsupported"
+    (hint,) = first.scorecard.hints
+    assert hint.kind is HintKind.UNSUPPORTED_LAYER and hint.observed == "scaled_tanh (ScaledTanh)"
+    assert "raise NotImplementedError" in first.candidate.source
+    # the prompt: the hint, the Keras model, the failing layer with its config and source
+    prompt = chat.prompt
+    assert "[P1 UNSUPPORTED_LAYER] unsupported" in prompt
+    assert "Change only `UntranslatedScaledTanh` in model.py" in prompt
+    assert "# Reference model" in prompt and "scaled_tanh: ScaledTanh -> [None, 8]" in prompt
+    assert "out: Dense -> [None, 3]" in prompt
+    assert "failing layer: scaled_tanh (ScaledTanh)" in prompt
+    assert "return self.alpha * keras.ops.tanh(x)" in prompt.split("failing layer:")[1]
+    # iteration 2: the LLM's class spliced in, the rest of the draft byte for byte; parity
+    assert second.agent == "llm" and "UNSUPPORTED_LAYER (model.py:" in second.candidate.notes[
+        "why"]
+    assert second.candidate.notes["region"] == {"file": "model.py",
+                                                "symbol": "UntranslatedScaledTanh"}
+    source = second.candidate.source
+    assert "return self.alpha * torch.tanh(x)" in source and "NotImplementedError" not in source
+    draft = first.candidate.source
+    assert source.split("class WithScaledTanh")[1] == draft.split("class WithScaledTanh")[1]
+    assert second.candidate.artifacts == first.candidate.artifacts  # the converted weights
+    parity = second.scorecard.verdict("parity")
+    assert parity is not None and parity.passed, second.scorecard.hints
+    assert parity.evidence["max_abs_error"] < 1e-4
+    assert second.scorecard.all_gates_passed and result.targets_met
+    assert result.reason == "targets met" and result.best.n == 2

@@ -204,7 +204,7 @@ def reconvert_weights(c: Candidate, hint: Hint, objective=None) -> Change:
     if not keys:
         return None
     for k in keys:
-        state[k] = torch.from_numpy(np.ascontiguousarray(ref[k]))
+        state[k] = torch.from_numpy(np.require(ref[k], requirements="C"))  # keeps 0-d
     path = objective.workdir / f"weights-{c.digest()}-{hint.where}.pt"
     torch.save(state, path)
     return (c.replace(artifacts={**c.artifacts, "weights.pt": str(path)}),

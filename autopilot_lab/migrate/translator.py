@@ -55,7 +55,9 @@ class Translation:
         """The state_dict as torch tensors, ready for `model.load_state_dict`."""
         import torch
 
-        return {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in self.state_dict.items()}
+        # np.require, not np.ascontiguousarray: that makes a 0-d (scalar) weight 1-d
+        return {k: torch.from_numpy(np.require(v, requirements="C"))
+                for k, v in self.state_dict.items()}
 
 
 class Unsupported(Exception):
@@ -214,7 +216,7 @@ class Builder:
         """Record one Keras weight as state_dict[key] (already in torch layout)."""
         if key in self.state_dict:
             return
-        self.state_dict[key] = np.ascontiguousarray(np.asarray(array, dtype=np.float32))
+        self.state_dict[key] = np.require(np.asarray(array, dtype=np.float32), requirements="C")
         path = getattr(variable, "path", None) or getattr(variable, "name", str(variable))
         self.weight_map.append(
             {
@@ -232,7 +234,7 @@ class Builder:
     def extra_tensor(self, key: str, array: np.ndarray, why: str) -> None:
         """A torch parameter/buffer with no Keras weight behind it (e.g. nn.LSTM's bias_hh)."""
         if key not in self.state_dict:
-            self.state_dict[key] = np.ascontiguousarray(np.asarray(array, dtype=np.float32))
+            self.state_dict[key] = np.require(np.asarray(array, dtype=np.float32), requirements="C")
             self.notes.append(f"{key}: no Keras counterpart ({why})")
 
     def default_init(self, family: str, torch_cls: str | None = None) -> None:
