@@ -27,7 +27,8 @@ def _variants(source: str) -> dict[str, tuple[str, dict]]:
                                                       "def forward(self x"), {}),
         "fails tier 1 (wrong output width)": (
             source.replace("nn.Linear(hidden, n_outputs)", "nn.Linear(hidden, 7)"), {}),
-        "fails tier 3 (NaN loss, lr 10)": (source, {"lr": 10.0, "preprocessing": "none"}),
+        "fails tier 3 (NaN loss, SGD lr 10)": (source, {"optimizer": "sgd", "lr": 10.0,
+                                                        "preprocessing": "none"}),
         "fails tier 4 (batch-dependent eval)": (
             source.replace("return self.net(x)", "return self.net(x - x.mean(0))"), {}),
         "full ladder (passes every gate)": (source, {}),
@@ -36,8 +37,10 @@ def _variants(source: str) -> dict[str, tuple[str, dict]]:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--data", default="sklearn:breast_cancer")
-    p.add_argument("--epochs", type=int, default=50)
+    p.add_argument("--data", default="sklearn:diabetes",
+                   help="a regression task: SGD at lr 10 on raw targets gives a NaN loss")
+    p.add_argument("--epochs", type=int, default=300,
+                   help="the full training run's epochs (what the probe saves)")
     p.add_argument("--repeats", type=int, default=3)
     args = p.parse_args(argv)
     source = MODEL.read_text()
@@ -66,8 +69,8 @@ def main(argv=None) -> int:
         detached = source.replace("return self.net(x)",
                                   "return self.net[-1](self.net[:-1](x).detach())")
         for label, src, changes, kind in (
-                ("NaN loss (lr 10)", source, {"lr": 10.0, "preprocessing": "none"},
-                 HintKind.NAN_LOSS),
+                ("NaN loss (SGD lr 10)", source, {"optimizer": "sgd", "lr": 10.0,
+                                                  "preprocessing": "none"}, HintKind.NAN_LOSS),
                 ("dead gradients (detached layers)", detached, {}, HintKind.NO_GRADIENT)):
             cand = base.replace(files={"model.py": src}, recipe=base.recipe.replace(**changes))
             t = time.perf_counter()
@@ -82,6 +85,7 @@ def main(argv=None) -> int:
             MetricCheck().run(full_cand, ctx)
             full_s = time.perf_counter() - t
             probes.append({"failure": label, "probe_seconds": probe_s, "caught": caught,
+                           "hints": sorted({h.kind.name for h in verdict.hints}),
                            "full_training_seconds": full_s, "speedup": full_s / probe_s})
             print(f"{label:<40} probe {probe_s:6.2f} s (caught: {caught})  full training "
                   f"{full_s:6.2f} s  -> {full_s / probe_s:4.1f}x")

@@ -16,7 +16,8 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 def machine() -> dict[str, Any]:
     info: dict[str, Any] = {"platform": platform.platform(), "python": sys.version.split()[0],
-                            "cpus": os.cpu_count(), "processor": platform.processor() or None}
+                            "cpus": os.cpu_count(), "processor": platform.processor() or None,
+                            "load_average_1m": round(os.getloadavg()[0], 2)}
     try:
         import torch
 
@@ -36,7 +37,8 @@ def write(name: str, payload: dict[str, Any], markdown: str) -> tuple[Path, Path
     mpath = RESULTS / f"{name}.md"
     jpath.write_text(json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n")
     footer = (f"\n\nMachine: {payload['machine']['platform']}, {payload['machine']['cpus']} "
-              f"CPUs, torch {payload['machine'].get('torch')}, device "
+              f"CPUs (load average {payload['machine']['load_average_1m']} when it finished), "
+              f"torch {payload['machine'].get('torch')}, device "
               f"{payload['machine'].get('cuda') or 'cpu'}.  \nCommand: `{payload['command']}`"
               f"  \nFinished: {payload['finished_at']}\n")
     mpath.write_text(markdown.rstrip() + footer)
