@@ -33,3 +33,16 @@ def shared_datasets() -> Path:
 @pytest.fixture
 def mlp_source() -> str:
     return EXAMPLE_MODEL.read_text()
+
+
+def pytest_collection_modifyitems(config, items):
+    """`gpu` tests need CUDA: skipped with the reason where there is none."""
+    try:
+        import torch
+
+        has_cuda = torch.cuda.is_available()
+    except ImportError:  # pragma: no cover
+        has_cuda = False
+    for item in items:
+        if "gpu" in item.keywords and not has_cuda:
+            item.add_marker(pytest.mark.skip(reason="needs a CUDA device"))
