@@ -6,16 +6,29 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup sandbox-deps demo demo-improve test test-slow lint hints-doc clean
+.PHONY: setup sandbox-deps browser-deps demo demo-improve test test-slow lint hints-doc clean
 
-setup: $(STAMP) sandbox-deps
+setup: $(STAMP) sandbox-deps browser-deps
 
-$(STAMP): pyproject.toml
+# torch first, then everything else under a constraint that keeps it (the console's
+# JupyterLab extension is built by npm during this install: Node 18+ is needed)
+$(STAMP): pyproject.toml labextension/package.json
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e '.[dev,openml,tf]'
+	echo torch==2.13.0 > $(VENV)/constraints.txt
+	$(BIN)/pip install --quiet -c $(VENV)/constraints.txt \
+	  -e '.[dev,openml,tf,console,notebook]'
 	touch $(STAMP)
+
+# Headless Chromium for the console's and the panel's browser tests (Debian's package).
+browser-deps:
+	@if ! command -v chromium >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    (apt-get update -qq && apt-get install -y -qq chromium) >/dev/null \
+	      || echo "note: could not install chromium; the browser tests are skipped"; \
+	  else echo "note: chromium not installed; the browser tests are skipped"; fi; \
+	fi
 
 # The sandbox's strongest layer is bubblewrap; install it where we may (root on Debian).
 sandbox-deps:
@@ -35,6 +48,9 @@ demo: setup
 	$(BIN)/autopilot migrate .autopilot/demo/breast_cancer_mlp.keras --data sklearn:breast_cancer \
 	  --epochs 20 --batch-size 32
 	$(BIN)/autopilot runs --limit 3
+	@$(BIN)/jupyter labextension list 2>&1 | grep autopilot-lab
+	@$(BIN)/jupyter server extension list 2>&1 | grep autopilot_lab
+	@echo "console: $(BIN)/jupyter lab   (the Autopilot tab in the left sidebar shows this run)"
 
 # The improve loop repairing a diverging recipe (NaN loss -> lower lr -> clip -> ...).
 demo-improve: setup
@@ -57,4 +73,5 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 
 clean:
-	rm -rf $(VENV) .autopilot .pytest_cache
+	rm -rf $(VENV) .autopilot .pytest_cache labextension/lib labextension/dist \
+	  labextension/node_modules

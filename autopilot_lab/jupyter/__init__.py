@@ -33,3 +33,11 @@ def load_ipython_extension(ip: Any) -> None:
     from autopilot_lab.jupyter.magics import AutopilotMagics
 
     ip.register_magics(AutopilotMagics)
+
+
+# ---- the tracking console's jupyter_server extension (autopilot_lab/jupyter/server.py) ----
+
+
+def _jupyter_server_extension_points() -> list[dict[str, str]]:
+    """``jupyter server extension list`` finds the console's REST API here."""
+    return [{"module": "autopilot_lab.jupyter.server"}]
