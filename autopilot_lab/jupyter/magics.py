@@ -15,7 +15,7 @@ from IPython.core.magic import Magics, line_cell_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments
 
 from autopilot_lab.jupyter import runner
-from autopilot_lab.jupyter.model_detect import model_from_cell, recipe_value
+from autopilot_lab.jupyter.model_detect import model_from_cell, option_value
 
 CELL_COMMANDS = tuple(runner.OBJECTIVES)  # improve, migrate
 LINE_COMMANDS = ("runs", "show", "resume", "stop", "insert")
@@ -50,6 +50,10 @@ class AutopilotMagics(Magics):
     @argument("--recipe", metavar="NAME_OR_JSON",
               help="the starting training recipe: a variable (dict), inline JSON or a JSON "
                    "file (improve)")
+    @argument("--fit", metavar="NAME_OR_JSON",
+              help="the Keras model.fit arguments the compiled model does not hold (epochs, "
+                   "batch_size, class_weight...): a variable, inline JSON or a JSON file "
+                   "(migrate)")
     @argument("--seed", type=int, help="seed of the data split and training (default 0)")
     @argument("--interactive", action="store_true",
               help="after each scored iteration, wait in the panel for Accept / Reject / "
@@ -85,16 +89,18 @@ class AutopilotMagics(Magics):
             raise UsageError(str(message)) from None
 
     def _cell_command(self, args: Any, cell: str | None) -> Any:
-        if cell is None:
-            raise UsageError(f"%%autopilot {args.command} is a cell magic (two %): the model "
-                             "code goes below it, or name a model with --model NAME")
+        if cell is None and not args.model:
+            raise UsageError(f"%autopilot {args.command} needs a model: put its code in the "
+                             f"cell below %%autopilot {args.command}, or name it with --model "
+                             "NAME")
         namespace = self.shell.user_ns
-        found = model_from_cell(self.shell, cell, args.model)
-        recipe = recipe_value(args.recipe, namespace) if args.recipe else None
+        found = model_from_cell(self.shell, cell or "", args.model)
+        structured = {option: option_value(f"--{option}", text, namespace)
+                      for option, text in (("recipe", args.recipe), ("fit", args.fit)) if text}
         return runner.start(
             args.command, found.obj, args.data, target=args.target,
             max_iters=args.max_iters or runner.DEFAULT_MAX_ITERS, agent=args.agent,
-            recipe=recipe, seed=args.seed, target_col=args.target_col,
+            seed=args.seed, target_col=args.target_col, **structured,
             interactive=args.interactive, wait=args.wait, namespace=namespace)
 
     def _line_command(self, args: Any) -> Any:

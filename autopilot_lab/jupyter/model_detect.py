@@ -15,6 +15,7 @@ import inspect
 import io
 import json
 import linecache
+import math
 import symtable
 import sys
 import types
@@ -25,7 +26,6 @@ from typing import Any
 
 from autopilot_lab.objectives.model_source import resolve_model
 
-FRAMEWORKS = ("torch", "keras")
 _CONSTANT_TYPES = (bool, int, float, complex, str, bytes, type(None))
 
 
@@ -88,9 +88,9 @@ def model_from_cell(shell: Any, cell: str, name: str | None = None) -> FoundMode
                             "started")
     if name:
         return named_model(namespace, name)
-    if framework_of(result.result):
-        return FoundModel("the cell's last expression", result.result,
-                          framework_of(result.result))
+    framework = framework_of(result.result)
+    if framework is not None:
+        return FoundModel("the cell's last expression", result.result, framework)
     changed = {k: v for k, v in namespace.items()
                if not k.startswith("_") and before.get(k) != id(v)}
     return single_model(changed)
@@ -177,9 +177,9 @@ class NotebookModule:
         imports = sorted(self.imports.values(), key=lambda s: (s.startswith("from "), s))
         blocks = ["\n".join(imports)]
         if self.constants:
-            blocks.append("\n".join(f"{k} = {v}" for k, v in self.constants.items()))
+            blocks.append("\n".join(f"{k} = {v}" for k, v in sorted(self.constants.items())))
         blocks += list(self.definitions.values())
-        return "\n\n\n".join(b for b in blocks if b) + "\n"
+        return "\n\n\n".join(b.strip("\n") for b in blocks if b) + "\n"
 
     def _define(self, name: str, obj: type | types.FunctionType) -> None:
         if name in self.definitions or name in self._visiting:
@@ -192,12 +192,9 @@ class NotebookModule:
         self._visiting.discard(name)
 
     def _refer(self, name: str, user: str) -> None:
-        if name in self.namespace:
-            value = self.namespace[name]
-        elif hasattr(builtins, name):
-            return
-        else:
+        if name not in self.namespace:
             return  # undefined here too: the static and build checks will say so
+        value = self.namespace[name]
         if isinstance(value, types.ModuleType):
             self.imports[name] = _import_line(name, value.__name__)
         elif isinstance(value, (type, types.FunctionType)) and value.__module__ == "__main__":
@@ -311,7 +308,7 @@ def _from_import_line(name: str, value: Any) -> str:
 
 def _is_constant(value: Any) -> bool:
     if isinstance(value, _CONSTANT_TYPES):
-        return not isinstance(value, float) or value == value  # repr(nan) is no literal
+        return not isinstance(value, float) or math.isfinite(value)  # repr(nan) is no literal
     if isinstance(value, (tuple, list, frozenset)):
         return all(_is_constant(v) for v in value)
     if isinstance(value, dict):
@@ -322,12 +319,13 @@ def _is_constant(value: Any) -> bool:
 # ---- the data and the recipe -------------------------------------------------------------
 
 
-def data_spec(data: str, namespace: Mapping[str, Any], home: Path,
+def data_spec(data: Any, namespace: Mapping[str, Any], home: Path,
               target_col: str | None = None) -> str:
-    """A task spec for ``--data``: a spec as given (``sklearn:iris``...), or a notebook
-    variable holding ``(X, y)`` or a DataFrame (with ``target_col``), written once to
-    ``<home>/data/<digest>.parquet`` so that the run can be resumed from its spec."""
-    if data not in namespace:
+    """A task spec for ``--data``: a spec as given (``sklearn:iris``...), or ``(X, y)`` or a
+    DataFrame (with ``target_col``), by value or by the name of a notebook variable, written
+    once to ``<home>/data/<name>-<digest>.parquet`` so that the run can be resumed from its
+    spec."""
+    if isinstance(data, str) and data not in namespace:
         if ":" in data:
             if target_col:
                 raise NotebookError("--target-col applies to a DataFrame variable; a task "
@@ -336,10 +334,11 @@ def data_spec(data: str, namespace: Mapping[str, Any], home: Path,
         raise NotebookError(
             f"--data {data}: no variable {data!r} in the notebook, and not a task spec "
             "(sklearn:<name>, local:<name>, openml:<task id>, csv:<path>, parquet:<path>)")
+    name, value = (data, namespace[data]) if isinstance(data, str) else ("data", data)
     buffer = io.BytesIO()
-    _frame(data, namespace[data], target_col).to_parquet(buffer, index=False)
+    _frame(name, value, target_col).to_parquet(buffer, index=False)
     blob = buffer.getvalue()
-    path = Path(home) / "data" / f"{data}-{hashlib.sha256(blob).hexdigest()[:16]}.parquet"
+    path = Path(home) / "data" / f"{name}-{hashlib.sha256(blob).hexdigest()[:16]}.parquet"
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(blob)
@@ -389,16 +388,17 @@ def _as_2d(name: str, X: Any) -> Any:
     return arr
 
 
-def recipe_value(text: str, namespace: Mapping[str, Any]) -> Any:
-    """``--recipe``: a notebook variable (dict or Recipe), inline JSON, or a JSON file."""
+def option_value(option: str, text: str, namespace: Mapping[str, Any]) -> Any:
+    """A structured option (``--recipe``, ``--fit``): a notebook variable, inline JSON, or a
+    JSON file."""
     if text in namespace:
         return namespace[text]
     if text.lstrip().startswith("{"):
-        return _json(text, "--recipe")
+        return _json(text, option)
     path = Path(text).expanduser()
     if path.is_file():
-        return _json(path.read_text(), f"--recipe {path}")
-    raise NotebookError(f"--recipe {text}: not a variable in the notebook, inline JSON, or a "
+        return _json(path.read_text(), f"{option} {path}")
+    raise NotebookError(f"{option} {text}: not a variable in the notebook, inline JSON, or a "
                         "JSON file")
 
 

@@ -62,6 +62,7 @@ class RunPanel:
         self.iteration_hints: dict[int, list[Hint]] = {}
         self.frontier: int | None = None
         self._best: tuple[float, int] | None = None
+        self._badges: dict[str, widgets.HTML] = {}
         self._lock = threading.RLock()
 
         self.title = widgets.HTML(self._title())
@@ -81,7 +82,7 @@ class RunPanel:
             grid_template_columns="auto auto auto minmax(80px, 1fr) minmax(80px, 1fr) 2fr auto",
             grid_gap="2px 10px", width="100%"))
         self.note_text = widgets.Textarea(
-            placeholder="A hint of your own for the agent (stored with the run)",
+            placeholder="A hint of your own (stored with the run as a note)",
             layout=widgets.Layout(width="60%", height="60px"))
         self.note_button = widgets.Button(description="Add hint", icon="comment",
                                           tooltip="store this text as a note for the run")
@@ -225,11 +226,13 @@ class RunPanel:
             self.checks.append(name)
             self.states.setdefault(name, "pending")
             self.scores.setdefault(name, {})
+            self._badges[name] = widgets.HTML()
+            self.ladder.children = [self._badges[c] for c in self.checks]
             self._render_ladder()
 
     def _render_ladder(self) -> None:
-        self.ladder.children = [widgets.HTML(_badge(name, self.states.get(name, "pending")))
-                                for name in self.checks]
+        for name in self.checks:
+            self._badges[name].value = _badge(name, self.states[name])
 
     def _plot(self, name: str) -> None:
         points = sorted(self.scores[name].items())
@@ -265,7 +268,7 @@ class RunPanel:
                       widgets.HTML(_cell(hint.observed)), widgets.HTML(_cell(hint.expected)),
                       widgets.HTML(html.escape(hint.suggestion)),
                       self._decision_cell(n, hint, decisions.get(hint.key))]
-        self.hints_table.children = cells
+        _replace_children(self.hints_table, cells)
 
     def _decision_cell(self, n: int, hint: Hint, decided: str | None) -> widgets.Widget:
         accept = widgets.Button(description="Accept", tooltip=hint.key,
@@ -307,17 +310,17 @@ class RunPanel:
     def _show_outcome(self) -> None:
         found = self.controls.outcome()
         if found is None:
-            self.result.children = [widgets.HTML("<i>No iteration was scored.</i>")]
+            _replace_children(self.result, [widgets.HTML("<i>No iteration was scored.</i>")])
             return
         summary = "".join(f"<li>{html.escape(line)}</li>" for line in found.summary)
         paths = "".join(f"<li>{html.escape(k)}: <code>{html.escape(v)}</code></li>"
                         for k, v in sorted(found.paths.items()))
         insert = widgets.Button(description="Insert as new cell", icon="plus",
-                                button_style="info",
+                                button_style="info", layout=widgets.Layout(width="max-content"),
                                 tooltip="hand the best candidate to the notebook as a new cell")
         insert.on_click(self._guard(self._insert))
         diff = _diff_html(found.diff) if found.diff else "<i>no previous iteration</i>"
-        self.result.children = [
+        _replace_children(self.result, [
             widgets.HTML(f"<h4>Best: iteration {found.best_iteration}, score "
                          f"{found.best_score}, targets met: {found.targets_met}</h4>"
                          f"<ul>{summary}</ul>"),
@@ -328,7 +331,7 @@ class RunPanel:
                         f"Diff against iteration {found.best_iteration - 1}",
                         "Artifacts"), selected_index=0),
             insert,
-        ]
+        ])
 
     def _insert(self, _: Any) -> None:
         self.controls.insert_best()
@@ -348,6 +351,17 @@ class RunPanel:
                                           f"{html.escape(type(e).__name__)}: "
                                           f"{html.escape(str(e))}</span>")
         return run
+
+
+def _replace_children(box: widgets.Box, children: list[widgets.Widget]) -> None:
+    """Show new children and close the old ones (and what they hold), so that the front end
+    and a saved notebook do not keep widgets nobody sees."""
+    old = list(box.children)
+    box.children = children
+    while old:
+        w = old.pop()
+        old += list(getattr(w, "children", ()))
+        w.close()
 
 
 def _status(state: str, detail: str = "") -> str:

@@ -66,8 +66,8 @@ OBJECTIVES: dict[str, ObjectiveEntry] = {
 }
 _OTHER = {"torch": "improve", "keras": "migrate"}
 # the notebook's name for each keyword argument of an API function, for precise errors
-OPTION_NAMES = {"data": "--data", "target": "--target", "recipe": "--recipe", "seed": "--seed",
-                "between_iterations": "--interactive"}
+OPTION_NAMES = {"data": "--data", "target": "--target", "recipe": "--recipe", "fit": "--fit",
+                "seed": "--seed", "between_iterations": "--interactive"}
 
 
 def api_function(objective: str) -> Callable[..., RunResult]:
@@ -183,11 +183,14 @@ class NotebookRun:
 
     def wait(self, timeout: float | None = None) -> RunResult:
         """Block until the run ends and return its result (an interrupt stops the run)."""
+        if self._thread is None:
+            raise NotebookError(f"run {self.run_id} was not started in this kernel; "
+                                "autopilot_lab.jupyter.resume continues it here")
         try:
-            if self._thread is not None:
-                self._thread.join(timeout)
+            self._thread.join(timeout)
         except KeyboardInterrupt:
-            self.stop()
+            if not self.done:
+                self.stop()
             raise
         if self.error is not None:
             raise self.error
@@ -269,8 +272,8 @@ def active_runs() -> dict[str, NotebookRun]:
 
 def start(objective: str, model: Any, data: Any, *, target: str | None = None,
           max_iters: int = DEFAULT_MAX_ITERS, agent: str = "rules", recipe: Any = None,
-          seed: int | None = None, target_col: str | None = None, interactive: bool = False,
-          wait: bool = False, home: str | os.PathLike | None = None,
+          fit: dict | None = None, seed: int | None = None, target_col: str | None = None,
+          interactive: bool = False, wait: bool = False, home: str | os.PathLike | None = None,
           namespace: Mapping[str, Any] | None = None) -> NotebookRun | RunResult:
     """Start ``objective`` (``improve``, ``migrate``) on a model in a background thread.
 
@@ -296,7 +299,7 @@ def start(objective: str, model: Any, data: Any, *, target: str | None = None,
               "store": store, "subscribers": [run.panel.on_event], "on_loop": run.attach}
     optional = {"data": None if data is None else data_spec(data, namespace, store.home,
                                                             target_col),
-                "target": target, "recipe": recipe, "seed": seed,
+                "target": target, "recipe": recipe, "fit": fit, "seed": seed,
                 "between_iterations": run.between_iterations if interactive else None}
     kwargs.update({k: v for k, v in optional.items() if v is not None})
     _check_arguments(objective, function, kwargs)
@@ -463,10 +466,9 @@ def _summary(report_path: Path, journal: Journal) -> list[str]:
     if isinstance(target, dict):
         lines.append(f"target {target.get('text')}; best iteration {best.get('iteration')} "
                      f"score {best.get('score')}, targets met: {best.get('targets_met')}")
-    if best.get("metrics"):
-        lines.append("test metrics: " + ", ".join(
-            f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
-            for k, v in best["metrics"].items()))
+    for part, values in (best.get("metrics") or {}).items():
+        lines.append(f"{part} metrics: " + ", ".join(
+            f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in values.items()))
     for link in report.get("chain", []):
         lines.append(f"iteration {link['iteration']}: {link['repair']} for {link['hint']} "
                      f"({link['change']}): {'resolved' if link['resolved'] else 'not resolved'}")
