@@ -35,6 +35,13 @@ def clone_keras(model: Any) -> Any:
     with SafeModeScope(False):
         clone = keras.models.clone_model(model)
     clone.set_weights(model.get_weights())
+    for layer in _all_layers(clone):
+        # adapted preprocessing layers (Normalization) derive their tensors from the
+        # weights only in finalize_state(): set_weights alone leaves them at the defaults
+        if getattr(layer, "_is_adapted", False) or type(layer).__name__ == "Normalization":
+            finalize = getattr(layer, "finalize_state", None)
+            if finalize is not None:
+                finalize()
     return clone
 
 
