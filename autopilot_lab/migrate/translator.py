@@ -522,7 +522,7 @@ _INIT_LOOP = {
 def _render(b: Builder, forward_sig: str, returns: list[str], model: Any) -> str:
     out: list[str] = []
     out.append(
-        f'"""PyTorch port of the Keras model {model.name!r} '
+        f'"""PyTorch port of the Keras model {model.name!r}\n'
         "(translated by autopilot_lab.migrate).\n\n"
         "Inputs and outputs keep Keras' layout (channels-last); convolutions run channels-first\n"
         'inside forward(). Weights: load the translated state_dict with load_state_dict.\n"""\n'

@@ -712,3 +712,14 @@ def test_supported_layers_doc_is_generated_from_the_registry():
     assert doc.read_text() == supported_layers_markdown(), (
         "regenerate docs/supported_layers.md with supported_layers_markdown()"
     )
+
+
+def test_a_long_model_name_still_gives_a_ruff_clean_model_py():
+    import keras
+
+    from autopilot_lab.checks.static import ruff_findings
+    from autopilot_lab.migrate import translate
+
+    name = "bidirectional_gru_classifier_with_a_rather_long_production_name_v2"
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, name="out")], name=name)
+    assert ruff_findings(translate(model).source) == []
