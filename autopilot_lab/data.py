@@ -228,6 +228,77 @@ def list_local(datasets_dir: str | os.PathLike | None = None) -> list[dict[str, 
     return rows
 
 
+SUITE_FORMS = ("local-suite:<folder>", "openml-suite:<suite id or alias>")
+OPENML_SUITE_ALIASES = {"openml-cc18": 99, "cc18": 99, "openml100": 14, "amlb": 271}
+
+
+def load_suite(spec: str, *, datasets_dir: str | os.PathLike | None = None) -> list[str]:
+    """The task specs of a suite, in a stable order.
+
+    ``local-suite:<folder>``: one ``local:<name>`` per manifest row of ``<folder>`` (``.`` or
+    an empty folder: ``datasets_dir`` as resolved for ``local:``); load each with
+    ``datasets_dir=<folder>``. ``openml-suite:<id or alias>``: one ``openml:<task id>`` per
+    task of the OpenML benchmark suite (``openml.study.get_suite``; aliases OpenML-CC18 -> 99,
+    OpenML100 -> 14, AMLB -> 271), from the openml cache when the server is unreachable.
+    """
+    if not isinstance(spec, str) or ":" not in spec:
+        raise DataError(f"suite spec {spec!r} has no source prefix; use one of "
+                        f"{', '.join(SUITE_FORMS)}")
+    prefix, _, rest = spec.partition(":")
+    prefix, rest = prefix.strip().lower(), rest.strip()
+    if prefix == "local-suite":
+        folder = rest if rest not in ("", ".") else datasets_dir
+        return [f"local:{row['name']}" for row in list_local(folder)]
+    if prefix == "openml-suite":
+        if not rest:
+            raise DataError(f"suite spec {spec!r} names no suite; e.g. openml-suite:OpenML-CC18 "
+                            "or openml-suite:99")
+        return [f"openml:{t}" for t in _openml_suite_tasks(rest, spec)]
+    raise DataError(f"unknown suite source {prefix!r} in {spec!r}; allowed: "
+                    f"{', '.join(SUITE_FORMS)}")
+
+
+def _openml_suite_tasks(text: str, spec: str) -> list[int]:
+    alias = OPENML_SUITE_ALIASES.get(text.lower())
+    suite_id: int | str = alias if alias is not None else (int(text) if text.isdigit() else text)
+    try:
+        import openml
+    except ImportError:
+        raise DataError(f"{spec!r} needs the openml package: pip install "
+                        "'autopilot-lab[openml]', or use local-suite:<folder>") from None
+    timeout = float(os.environ.get(ENV_OPENML_TIMEOUT, OPENML_TIMEOUT_S))
+    result: dict[str, Any] = {}
+
+    def fetch() -> None:
+        try:
+            result["tasks"] = list(openml.study.get_suite(suite_id).tasks or [])
+        except Exception as exc:  # re-raised below as a DataError in the caller's thread
+            result["error"] = exc
+
+    saved_retries = openml.config.connection_n_retries
+    openml.config.connection_n_retries = 1
+    try:
+        worker = threading.Thread(target=fetch, name=f"openml-suite-{suite_id}", daemon=True)
+        worker.start()
+        worker.join(timeout)
+    finally:
+        openml.config.connection_n_retries = saved_retries
+    where = f"server {openml.config.server}, cache {openml.config.get_cache_directory()}"
+    offline = ("Run once with network access to fill the cache, or use a local copy "
+               "(local-suite:<folder>).")
+    if worker.is_alive():
+        raise DataError(f"OpenML suite {suite_id}: no answer within {timeout:g} s ({where}). "
+                        f"{offline} ${ENV_OPENML_TIMEOUT} sets the wait.")
+    exc = result.get("error")
+    if exc is not None:
+        raise DataError(f"OpenML suite {suite_id} could not be loaded: it is not cached and the "
+                        f"server could not give it ({where}; {type(exc).__name__}: "
+                        f"{str(exc)[:200]}). {offline}") from None
+    if not result["tasks"]:
+        raise DataError(f"OpenML suite {suite_id} lists no tasks")
+    return [int(t) for t in result["tasks"]]
+
+
 # ---------------------------------------------------------------- sources
 
 

@@ -400,3 +400,41 @@ def test_openml_task_uses_openml_split(monkeypatch):
     assert np.isin(task.split["valid"], train_idx).all()
     np.testing.assert_array_equal(task.X[:, 1], np.arange(n) % 2 == 0)  # "a" -> 0, "b" -> 1
     assert any("OpenML's own split" in note for note in task.preprocessing_notes)
+
+
+def test_local_suite_lists_every_manifest_row_as_a_local_spec(shared_datasets):
+    specs = data.load_suite(f"local-suite:{shared_datasets}")
+    names = [r["name"] for r in data.list_local(shared_datasets)]
+    assert specs == [f"local:{n}" for n in names] and len(specs) >= 100
+    task = load_task(specs[0], datasets_dir=shared_datasets)  # loadable from that folder
+    assert task.name == names[0]
+    bundled = data.load_suite("local-suite:", datasets_dir=data.PACKAGE_DATASETS)
+    assert "local:iris" in bundled and len(bundled) == len(data.list_local(data.PACKAGE_DATASETS))
+
+
+def test_openml_suite_alias_reads_the_suite_through_openml(monkeypatch):
+    openml = pytest.importorskip("openml")
+    asked = []
+
+    def get_suite(suite_id):
+        asked.append(suite_id)
+        return SimpleNamespace(tasks=[3, 6, 11])
+
+    monkeypatch.setattr(openml.study, "get_suite", get_suite)
+    assert data.load_suite("openml-suite:OpenML-CC18") == ["openml:3", "openml:6", "openml:11"]
+    assert data.load_suite("openml-suite:271") == ["openml:3", "openml:6", "openml:11"]
+    assert asked == [99, 271]
+
+
+def test_openml_suite_unreachable_and_bad_suite_specs_are_clear_errors(monkeypatch, tmp_path):
+    openml = pytest.importorskip("openml")
+    if _openml_reachable():
+        pytest.skip("www.openml.org is reachable; this test is about the offline error")
+    monkeypatch.setattr(openml.config, "_root_cache_directory", tmp_path)  # nothing cached
+    monkeypatch.setenv(data.ENV_OPENML_TIMEOUT, "10")
+    with pytest.raises(DataError, match="suite 99 could not be loaded: it is not cached"):
+        data.load_suite("openml-suite:OpenML-CC18")
+    for bad, words in (("cc18", "no source prefix"), ("openml-suite:", "names no suite"),
+                       ("kaggle-suite:x", "unknown suite source")):
+        with pytest.raises(DataError, match=words):
+            data.load_suite(bad)
