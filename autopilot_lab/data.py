@@ -19,7 +19,7 @@ import math
 import os
 import threading
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -258,6 +258,25 @@ def load_suite(spec: str, *, datasets_dir: str | os.PathLike | None = None) -> l
                     f"{', '.join(SUITE_FORMS)}")
 
 
+def _openml_within(openml: Any, fetch: Callable[[], None], label: str, timeout: float,
+                   offline: str) -> str:
+    """Run ``fetch`` (an openml call) in a worker thread with one connection try and a
+    deadline; returns the server/cache description for error messages."""
+    saved_retries = openml.config.connection_n_retries
+    openml.config.connection_n_retries = 1  # fail fast: openml retries 5x, waiting between
+    try:
+        worker = threading.Thread(target=fetch, name=f"openml-{label}", daemon=True)
+        worker.start()
+        worker.join(timeout)
+    finally:
+        openml.config.connection_n_retries = saved_retries
+    where = f"server {openml.config.server}, cache {openml.config.get_cache_directory()}"
+    if worker.is_alive():
+        raise DataError(f"OpenML {label}: no answer within {timeout:g} s ({where}). "
+                        f"{offline} ${ENV_OPENML_TIMEOUT} sets the wait.")
+    return where
+
+
 def _openml_suite_tasks(text: str, spec: str) -> list[int]:
     alias = OPENML_SUITE_ALIASES.get(text.lower())
     suite_id: int | str = alias if alias is not None else (int(text) if text.isdigit() else text)
@@ -275,20 +294,9 @@ def _openml_suite_tasks(text: str, spec: str) -> list[int]:
         except Exception as exc:  # re-raised below as a DataError in the caller's thread
             result["error"] = exc
 
-    saved_retries = openml.config.connection_n_retries
-    openml.config.connection_n_retries = 1
-    try:
-        worker = threading.Thread(target=fetch, name=f"openml-suite-{suite_id}", daemon=True)
-        worker.start()
-        worker.join(timeout)
-    finally:
-        openml.config.connection_n_retries = saved_retries
-    where = f"server {openml.config.server}, cache {openml.config.get_cache_directory()}"
     offline = ("Run once with network access to fill the cache, or use a local copy "
                "(local-suite:<folder>).")
-    if worker.is_alive():
-        raise DataError(f"OpenML suite {suite_id}: no answer within {timeout:g} s ({where}). "
-                        f"{offline} ${ENV_OPENML_TIMEOUT} sets the wait.")
+    where = _openml_within(openml, fetch, f"suite {suite_id}", timeout, offline)
     exc = result.get("error")
     if exc is not None:
         raise DataError(f"OpenML suite {suite_id} could not be loaded: it is not cached and the "
@@ -445,20 +453,9 @@ def _load_openml(text: str, spec: str) -> _Raw:
         except Exception as exc:  # re-raised below as a DataError in the caller's thread
             result["error"] = exc
 
-    saved_retries = openml.config.connection_n_retries
-    openml.config.connection_n_retries = 1  # fail fast: openml retries 5x, waiting between
-    try:
-        worker = threading.Thread(target=fetch, name=f"openml-task-{task_id}", daemon=True)
-        worker.start()
-        worker.join(timeout)
-    finally:
-        openml.config.connection_n_retries = saved_retries
-    where = f"server {openml.config.server}, cache {openml.config.get_cache_directory()}"
     offline = ("Run once with network access to fill the cache, or use a local copy "
                "(local:<name>, see list_local()).")
-    if worker.is_alive():
-        raise DataError(f"OpenML task {task_id}: no answer within {timeout:g} s ({where}). "
-                        f"{offline} ${ENV_OPENML_TIMEOUT} sets the wait.")
+    where = _openml_within(openml, fetch, f"task {task_id}", timeout, offline)
     exc = result.get("error")
     if exc is not None:
         raise _openml_error(exc, task_id, where, offline) from None
