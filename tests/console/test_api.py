@@ -171,7 +171,7 @@ def test_artifacts_download_and_traversal_refused(env):
                  "iter_1/../../../autopilot.db", quote("/etc/hostname", safe=""),
                  "outside.txt"]:  # the last one is a symlink inside the folder to /etc
         refused(server, "GET", f"{run}/artifacts/{path}", 403, "leads outside the run folder")
-    refused(server, "GET", f"{run}/artifacts/work/unrecorded.txt", 404, "has no artifact")
+    refused(server, "GET", f"{run}/artifacts/scratch/unrecorded.txt", 404, "has no artifact")
 
 
 def test_llm_exchanges_never_carry_a_key(env):
