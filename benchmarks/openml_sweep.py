@@ -174,11 +174,14 @@ def _keras_reseed(model, fit: dict, task, seed: int) -> dict[str, float]:
     (shuffling order, dropout masks): migrate's own Keras training, so the same semantics."""
     from autopilot_lab.migrate import keras_fit_config, translate
     from autopilot_lab.migrate.reference import recipe_from_keras
+    from autopilot_lab.migrate.shared_masks import shareable
     from autopilot_lab.objectives.migrate import _train_keras
 
     config = keras_fit_config(model, fit)
-    recipe = recipe_from_keras(config, translate(model), task.kind)
-    return _train_keras(model, config, recipe, task, seed)["test"]
+    translation = translate(model)
+    recipe = recipe_from_keras(config, translation, task.kind)
+    return _train_keras(model, config, recipe, task, seed,
+                        shareable(model, translation))["test"]
 
 
 def noise_floor(metric: str, tf: float | None, tf_reseed: float | None,

@@ -23,7 +23,9 @@ class MetricCheck(Check):
     hard = False
 
     def evaluate(self, candidate: Candidate, ctx: CheckContext) -> Verdict:
-        outcome = ctx.run_job(self.name, "train_eval", candidate)
+        shared = (ctx.reference or {}).get("shared_dropout")
+        outcome = ctx.run_job(self.name, "train_eval", candidate,
+                              **({"shared_dropout": shared} if shared else {}))
         if outcome.status != "ok":
             v = self.failed_run(outcome, candidate)
             v.evidence["target_met"] = False
@@ -37,7 +39,7 @@ class MetricCheck(Check):
         evidence = {"metric": primary, "target": ctx.target.text if ctx.target else None,
                     "history": res["history"], "epochs_run": res["epochs_run"],
                     "best_epoch": res["best_epoch"], "stopped_early": res["stopped_early"],
-                    "loss": res["loss_name"]}
+                    "loss": res["loss_name"], "shared_dropout": res.get("shared_dropout", [])}
         if res["diverged"]:
             d = res["diverged"]
             evidence.update(diverged=d, target_met=False)

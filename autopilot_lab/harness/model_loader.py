@@ -12,6 +12,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from autopilot_lab.harness.training import tag_logits
+
 # Constructor parameters the harness fills from the task, by the names people use for them.
 FEATURE_ARGS = ("n_features", "in_features", "input_dim", "n_inputs", "num_features")
 OUTPUT_ARGS = ("n_outputs", "out_features", "output_dim", "n_classes", "num_classes")
@@ -63,7 +65,7 @@ def build_model(workdir: Path, payload: dict[str, Any]) -> torch.nn.Module:
         state = torch.load(Path(workdir) / payload["weights"], map_location="cpu",
                            weights_only=True)
         model.load_state_dict(state, strict=True)
-    return model
+    return tag_logits(model)
 
 
 def load_data(workdir: Path, payload: dict[str, Any]) -> dict[str, np.ndarray]:

@@ -20,6 +20,7 @@ from torch import nn
 
 from autopilot_lab import metrics
 from autopilot_lab.candidate import Recipe
+from autopilot_lab.harness import shared_dropout
 from autopilot_lab.harness.model_loader import build_model, load_data, seed_everything
 from autopilot_lab.harness.training import (
     fit,
@@ -170,10 +171,13 @@ def train_eval(payload: dict[str, Any], workdir: Path) -> dict[str, Any]:
     device = payload.get("device", "cpu")
     n_out = _n_out(model, prep.parts["train"][0])
     seed_everything(int(payload.get("seed", 0)), int(payload.get("threads", 1)))
+    shared = payload.get("shared_dropout") or {}
+    hooked = shared_dropout.install(model, shared["seed"], shared["modules"]) if shared else []
     hist, loss_name = fit(model, prep, recipe, kind, n_out, device=device,
                           seed=int(payload.get("seed", 0)))
     result: dict[str, Any] = {
-        "loss_name": loss_name, "diverged": hist.diverged, "best_epoch": hist.best_epoch,
+        "shared_dropout": hooked, "loss_name": loss_name, "diverged": hist.diverged,
+        "best_epoch": hist.best_epoch,
         "stopped_early": hist.stopped_early, "epochs_run": len(hist.epochs),
         "history": [{k: r(v) for k, v in e.items()} for e in hist.epochs]}
     if hist.diverged:

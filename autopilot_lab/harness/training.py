@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.overrides import TorchFunctionMode
 
 from autopilot_lab.candidate import Recipe
 
@@ -48,6 +49,47 @@ def prepare(data: dict[str, np.ndarray], recipe: Recipe, kind: str) -> Prepared:
 KERAS_EPS = 1e-7  # Keras clips probabilities to [eps, 1 - eps] before taking logs
 
 
+class _TagLogits(TorchFunctionMode):
+    """Tags the result of a softmax (over the last dim) or a sigmoid with its input, as Keras
+    tags its activations' outputs (``_keras_logits``)."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        if isinstance(out, torch.Tensor) and args and isinstance(args[0], torch.Tensor):
+            if func in _SIGMOIDS:
+                out._keras_logits = ("sigmoid", args[0])
+            elif func in _SOFTMAXES:
+                dim = kwargs.get("dim", args[1] if len(args) > 1 else None)
+                if dim is not None and dim % out.dim() == out.dim() - 1:
+                    out._keras_logits = ("softmax", args[0])
+        return out
+
+
+_SIGMOIDS = {torch.sigmoid, F.sigmoid, torch.Tensor.sigmoid}
+_SOFTMAXES = {torch.softmax, F.softmax, torch.Tensor.softmax}
+
+
+def tag_logits(model: nn.Module) -> nn.Module:
+    """Keras computes a cross-entropy with ``from_logits=False`` from the logits behind the
+    output when the output is a softmax's or a sigmoid's (the probabilities are not clipped:
+    a saturated class keeps its gradient). So that the recipe's loss does the same, every
+    forward of ``model`` tags such outputs with their logits; ``RecipeLoss`` uses them."""
+    def enter(module, args):
+        mode = _TagLogits()
+        mode.__enter__()
+        module._tag_logits_modes.append(mode)
+
+    def leave(module, args, output):
+        module._tag_logits_modes.pop().__exit__(None, None, None)
+
+    if not hasattr(model, "_tag_logits_modes"):
+        model._tag_logits_modes = []
+        model.register_forward_pre_hook(enter)
+        model.register_forward_hook(leave, always_call=True)
+    return model
+
+
 class RecipeLoss(nn.Module):
     """The recipe's loss with Keras semantics: logits or probabilities, label smoothing,
     per-sample class weights before the mean, explicit L1/L2 penalties on named weights."""
@@ -66,6 +108,11 @@ class RecipeLoss(nn.Module):
 
     def per_sample(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         r, name = self.recipe, self.name
+        kind, logits = getattr(out, "_keras_logits", (None, None))
+        if not r.from_logits and (kind, name) in (("softmax", "cross_entropy"),
+                                                  ("sigmoid", "binary_cross_entropy")):
+            r = replace(r, from_logits=True)  # Keras' rule (see tag_logits)
+            out = logits
         if name == "cross_entropy":
             if r.from_logits:
                 return F.cross_entropy(out, y, reduction="none", label_smoothing=r.label_smoothing)
@@ -223,6 +270,31 @@ def predict_scores(model: nn.Module, X: np.ndarray, loss_name: str, prep: Prepar
     return (out.reshape(-1).numpy() * prep.y_std + prep.y_mean).astype(np.float64)
 
 
+def epoch_order(n: int, epoch: int, seed: int) -> np.ndarray:
+    """The order of the ``n`` train rows in ``epoch`` (0-based): one seeded permutation per
+    epoch, drawn with numpy so that migrate's Keras training feeds the same batches in the
+    same order (``objectives.migrate``): two correct translations then differ only by their
+    dropout masks and float rounding, not by which rows each step saw."""
+    return np.random.default_rng((int(seed), int(epoch))).permutation(n)
+
+
+def lone_row(idx: torch.Tensor) -> torch.Tensor:
+    """A batch of one row, as a batch of that row twice. Keras trains on a last batch of one
+    row (BatchNorm's batch variance is then 0 and it outputs beta), while torch's BatchNorm
+    refuses one value per channel. Two copies give the same mean loss, the same gradients and
+    the same batch statistics (mean = the row, variance 0), so the step matches Keras' (but
+    for dropout, which draws a mask per copy)."""
+    return idx.repeat(2)
+
+
+def refuses_one_row(model: nn.Module) -> bool:
+    """Whether a training batch of one row would raise: a stock torch BatchNorm inside (the
+    translation's KerasBatchNorm accepts one row; dropout masks then stay one row's)."""
+    stock = nn.modules.batchnorm._BatchNorm.forward
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) and type(m).forward is stock
+               for m in model.modules())
+
+
 @dataclass
 class History:
     epochs: list[dict[str, float]] = field(default_factory=list)
@@ -245,15 +317,17 @@ def fit(model: nn.Module, prep: Prepared, recipe: Recipe, kind: str, n_out: int,
     opt = make_optimizer(model, recipe)
     steps_per_epoch = math.ceil(len(X) / recipe.batch_size)
     sched = make_schedule(opt, recipe, recipe.epochs)
-    gen = torch.Generator().manual_seed(seed)
     hist = History()
+    lone_rows_fail = refuses_one_row(model)
     best, best_state, bad = math.inf, None, 0
     for epoch in range(recipe.epochs):
         model.train()
-        order = torch.randperm(len(X), generator=gen).to(device)
+        order = torch.as_tensor(epoch_order(len(X), epoch, seed), device=device)
         total = 0.0
         for s in range(steps_per_epoch):
             idx = order[s * recipe.batch_size:(s + 1) * recipe.batch_size]
+            if len(idx) == 1 and lone_rows_fail:  # fed twice (see lone_row)
+                idx = lone_row(idx)
             loss, _ = train_step(model, opt, loss_fn, Xt[idx], yt[idx], recipe)
             if not math.isfinite(loss):
                 hist.diverged = {"epoch": epoch + 1, "step": s + 1, "loss": repr(loss)}

@@ -949,11 +949,33 @@ def global_pooling(b: Builder, node: GraphNode) -> None:
 
 
 # ----- normalization -----------------------------------------------------------------------------
+KERAS_BATCH_NORM = '''
+class KerasBatchNorm{n}d(nn.BatchNorm{n}d):
+    """nn.BatchNorm{n}d training as Keras' BatchNormalization does: the moving variance
+    follows the biased batch variance (torch's the unbiased one, n/(n-1) larger), and a batch
+    of one row normalizes to beta instead of raising. Inference is nn.BatchNorm{n}d's."""
+
+    def forward(self, x):
+        if not self.training:
+            return super().forward(x)
+        dims = [0, *range(2, x.dim())]
+        mean, var = x.mean(dims), x.var(dims, unbiased=False)
+        with torch.no_grad():
+            self.running_mean.lerp_(mean, self.momentum)
+            self.running_var.lerp_(var, self.momentum)
+            self.num_batches_tracked += 1
+        shape = [1, -1] + [1] * (x.dim() - 2)
+        scale = torch.rsqrt(var + self.eps) * self.weight
+        return (x - mean.view(shape)) * scale.view(shape) + self.bias.view(shape)
+'''
+
+
 @register(
     "BatchNormalization",
     family="normalization",
-    torch="nn.BatchNorm1d/2d/3d",
-    notes="eps = Keras epsilon, momentum = 1 - Keras momentum; moving stats are buffers",
+    torch="KerasBatchNorm1d/2d/3d (nn.BatchNorm subclasses)",
+    notes="eps = Keras epsilon, momentum = 1 - Keras momentum; moving stats are buffers, the "
+    "moving variance updated with the biased batch variance as in Keras",
 )
 def batch_norm(b: Builder, node: GraphNode) -> None:
     layer, c = node.layer, cfg(node.layer)
@@ -978,8 +1000,10 @@ def batch_norm(b: Builder, node: GraphNode) -> None:
         raise Unsupported("BatchNormalization on more than 3 spatial dims")
     ch = int(node.inputs[0].shape[axis - 1])
     eps, mom = float(c.get("epsilon", 1e-3)), float(c.get("momentum", 0.99))
+    b.helper(f"KerasBatchNorm{dims}d", KERAS_BATCH_NORM.replace("{n}", str(dims)))
     attr = b.add_module(
-        layer, f"nn.BatchNorm{dims}d({ch}, eps={num(eps)}, momentum={num(round(1 - mom, 8))})"
+        layer,
+        f"KerasBatchNorm{dims}d({ch}, eps={num(eps)}, momentum={num(round(1 - mom, 8))})",
     )
     if c.get("scale", True):
         b.weight(layer, layer.gamma, f"{attr}.weight", arr(layer.gamma), "as is (gamma)")
@@ -1008,10 +1032,6 @@ def batch_norm(b: Builder, node: GraphNode) -> None:
         buffer=True,
     )
     b.extra_tensor(f"{attr}.num_batches_tracked", np.zeros(()), "torch's batch counter")
-    b.note(
-        "BatchNorm: torch updates running_var with the unbiased batch variance, Keras with "
-        "the biased one (training-time statistics differ slightly for small batches)"
-    )
     b.assign(
         f"self.{attr}({x.var})", ref=node.outputs[0], layout=x.layout, reuse=x, hint=layer.name
     )

@@ -109,9 +109,15 @@ class MigrateObjective(Objective):
         self.reference_meta["unsupported"] = [
             {"name": u.name, "cls": u.cls, "reason": u.reason, "stub": f"Untranslated"
              f"{camel(u.name)}"} for u in self.translation.unsupported]
+        from autopilot_lab.migrate.shared_masks import shareable
+
+        self.shared_dropout = shareable(self.model, self.translation)
+        self.reference_meta["shared_dropout"] = {
+            "seed": self.seed,
+            "modules": {v["module"]: v["salt"] for v in self.shared_dropout.values()}}
         if self.task is not None:
             self.keras_metrics = _train_keras(self.model, self.fit_config, self.recipe, task,
-                                              self.seed)
+                                              self.seed, self.shared_dropout)
             self.target = _parity_target(task.kind, self.keras_metrics)
         y_train = task.part("train")[1]
         y_std = float(np.std(y_train)) if task.kind == "regression" else None
@@ -317,15 +323,22 @@ def _parity_target(kind: str, keras_metrics: dict) -> Target:
     return Target(metric, "<=", value * (1 + PARITY_REL), f"keras+{PARITY_REL:.0%}", value)
 
 
-def _train_keras(model, fit: dict, recipe: Recipe, task: data_mod.Task,
-                 seed: int) -> dict[str, Any]:
-    """Train a copy of the Keras model with its own recipe on the same split; metrics."""
+def _train_keras(model, fit: dict, recipe: Recipe, task: data_mod.Task, seed: int,
+                 shared_dropout: dict | None = None) -> dict[str, Any]:
+    """Train a copy of the Keras model with its own recipe on the same split; metrics.
+
+    ``model.fit`` reads the train rows through ``OrderedBatches``: each epoch in the order our
+    harness uses (``harness.training.epoch_order``); the Dropout layers of ``shared_dropout``
+    (``migrate.shared_masks.shareable``) draw the masks our harness draws. Both frameworks
+    then take the same steps on the same batches with the same masks, and the metric tier
+    compares translations, not random draws."""
     import keras
 
     from autopilot_lab.migrate.reference import clone_keras
+    from autopilot_lab.migrate.shared_masks import with_shared_masks
 
     keras.utils.set_random_seed(seed)
-    clone = clone_keras(model)
+    clone = with_shared_masks(clone_keras(model), seed, shared_dropout or {})
     opt = model.optimizer
     clone.compile(optimizer=type(opt).from_config(opt.get_config()) if opt is not None
                   else "adam", loss=model.loss)
@@ -337,14 +350,65 @@ def _train_keras(model, fit: dict, recipe: Recipe, task: data_mod.Task,
         callbacks.append(keras.callbacks.EarlyStopping(
             monitor="val_loss", patience=recipe.early_stopping,
             restore_best_weights=recipe.restore_best))
-    clone.fit(X, shape_y(y), epochs=recipe.epochs, batch_size=recipe.batch_size,
-              validation_data=(Xv, shape_y(yv)), class_weight=recipe.class_weight,
-              callbacks=callbacks, verbose=0, shuffle=True)
+    batches = ordered_batches(X.astype(np.float32), shape_y(y), recipe.batch_size, seed)
+    clone.fit(batches, epochs=recipe.epochs, validation_data=(Xv, shape_y(yv)),
+              class_weight=recipe.class_weight, callbacks=[*callbacks, batches.sync],
+              verbose=0, shuffle=False)
+    batches.verify(len(clone.history.epoch))
     out = {}
     for part, (Xp, yp) in (("train", (X, y)), ("valid", (Xv, yv)), ("test", (Xt, yt))):
         pred = np.asarray(clone.predict(Xp, verbose=0), dtype=np.float64)
         out[part] = metrics.all_metrics(task.kind, yp, _probabilities(pred, recipe, task.kind))
     return out
+
+
+def ordered_batches(X: np.ndarray, y: np.ndarray, batch_size: int, seed: int):
+    """A ``keras.utils.PyDataset`` serving the train rows in ``epoch_order`` batches.
+
+    Its ``sync`` callback tells it which epoch ``fit`` is in (Keras peeks at the first batches
+    before training and calls ``on_epoch_end`` at other times too, so counting those calls
+    would drift); ``verify`` raises if some trained epoch was not served whole, in order."""
+    import keras
+
+    from autopilot_lab.harness.training import epoch_order
+
+    n_batches = -(-len(X) // batch_size)
+
+    class OrderedBatches(keras.utils.PyDataset):
+        def __init__(self):
+            super().__init__(workers=1, use_multiprocessing=False)
+            self.epoch, self.order = 0, epoch_order(len(X), 0, seed)
+            self.served: dict[int, list[int]] = {}
+            self.sync = _EpochSync(self)
+
+        def set_epoch(self, epoch: int) -> None:
+            self.epoch, self.order = epoch, epoch_order(len(X), epoch, seed)
+            self.served[epoch] = []
+
+        def __len__(self) -> int:
+            return n_batches
+
+        def __getitem__(self, i: int):
+            self.served.setdefault(self.epoch, []).append(i)
+            idx = self.order[i * batch_size:(i + 1) * batch_size]
+            return X[idx], y[idx]
+
+        def verify(self, epochs: int) -> None:
+            bad = [e for e in range(epochs) if self.served.get(e) != list(range(n_batches))]
+            if bad:
+                raise RuntimeError(f"Keras did not read epoch {bad[0]} of the ordered batches "
+                                   f"whole and in order (read {self.served.get(bad[0])}); "
+                                   f"the batch order would not match our harness")
+
+    class _EpochSync(keras.callbacks.Callback):
+        def __init__(self, batches):
+            super().__init__()
+            self.batches = batches
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.batches.set_epoch(epoch)
+
+    return OrderedBatches()
 
 
 def _probabilities(pred: np.ndarray, recipe: Recipe, kind: str) -> np.ndarray:

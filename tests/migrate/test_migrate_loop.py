@@ -94,7 +94,7 @@ def test_migrate_and_verify_from_the_command_line(keras_file, tmp_path, home):
     broken.mkdir()
     for name in ("weights.pt", "recipe.json"):
         (broken / name).write_bytes((best / name).read_bytes())
-    (broken / "model.py").write_text(src.replace("nn.BatchNorm1d(32, )", "nn.BatchNorm1d(32)"))
+    (broken / "model.py").write_text(src.replace("KerasBatchNorm1d(32, )", "KerasBatchNorm1d(32)"))
     bad = subprocess.run([AUTOPILOT, "verify", str(keras_file), str(broken), "--data",
                           "sklearn:breast_cancer"], cwd=ROOT, env=env, capture_output=True,
                          text=True, timeout=900)

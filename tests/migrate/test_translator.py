@@ -464,7 +464,7 @@ def test_emitted_source_reads_like_a_module():
     assert t.class_name == "TinyClassifier"
     assert "class TinyClassifier(nn.Module):" in src
     assert "self.stem_conv = nn.Conv2d(3, 4, kernel_size=3)" in src
-    assert "nn.BatchNorm2d(4, eps=0.001, momentum=0.01)" in src
+    assert "KerasBatchNorm2d(4, eps=0.001, momentum=0.01)" in src
     assert src.count(".permute(") == 1  # in once; pooling leaves no spatial axes to permute back
     assert "def _init_weights(self):" in src and "xavier_uniform_" in src
     assert t.layer_map["stem_conv"] == "stem_conv" and t.layer_map["pool"] == ""

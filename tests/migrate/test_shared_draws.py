@@ -1,0 +1,99 @@
+"""The metric tier's shared random draws: Keras' fit and our harness see the same batches in the
+same order and the same dropout masks, bit for bit; BatchNorm trains as Keras' does."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+keras = pytest.importorskip("keras")
+
+from autopilot_lab import data  # noqa: E402
+from autopilot_lab.harness import shared_dropout, training  # noqa: E402
+from autopilot_lab.migrate import keras_fit_config, translate  # noqa: E402
+from autopilot_lab.migrate.reference import recipe_from_keras  # noqa: E402
+from autopilot_lab.migrate.shared_masks import _layer_class, shareable  # noqa: E402
+from autopilot_lab.objectives.migrate import _train_keras, ordered_batches  # noqa: E402
+
+
+def _model(d: int, seed: int = 0):
+    keras.utils.set_random_seed(seed)
+    inp = keras.Input((d,))
+    h = keras.layers.Dense(16, use_bias=False, name="dense")(inp)
+    h = keras.layers.BatchNormalization(name="bn")(h)
+    h = keras.layers.Activation("relu", name="relu")(h)
+    h = keras.layers.Dropout(0.3, name="drop")(h)
+    out = keras.layers.Dense(1, name="z")(h)
+    model = keras.Model(inp, out)
+    model.compile(optimizer=keras.optimizers.Adam(1e-2), loss="mse")
+    return model
+
+
+def test_the_keras_layer_and_the_torch_hook_draw_bit_identical_masks_step_after_step():
+    key = shared_dropout.stream_key(7, shared_dropout.salt("drop"))
+    layer = _layer_class()(0.3, key)
+    x = np.arange(1, 1 + 40 * 12, dtype=np.float32).reshape(40, 12)
+    layer.build(x.shape)
+    net = torch.nn.Sequential()
+    net.add_module("drop", torch.nn.Dropout(0.3))
+    assert shared_dropout.install(net, 7, {"drop": shared_dropout.salt("drop")}) == ["drop"]
+    net.train()
+    masks = []
+    for _ in range(3):
+        ours = net(torch.from_numpy(x)).numpy()
+        theirs = np.asarray(layer(x, training=True))
+        np.testing.assert_array_equal(ours, theirs)
+        masks.append(ours == 0)
+        assert 0.2 < masks[-1].mean() < 0.4  # keep probability 1 - rate
+    assert not np.array_equal(masks[0], masks[1])  # a new mask each step
+    np.testing.assert_array_equal(np.asarray(layer(x, training=False)), x)  # inference: identity
+
+
+def test_keras_fit_reads_every_epoch_whole_in_the_harness_order():
+    X = np.random.default_rng(0).normal(size=(50, 3)).astype(np.float32)
+    y = X.sum(axis=1, keepdims=True)
+    batches = ordered_batches(X, y, 16, seed=3)
+    model = _model(3)
+    model.fit(batches, epochs=3, callbacks=[batches.sync], verbose=0, shuffle=False)
+    batches.verify(3)
+    for epoch in range(3):
+        order = training.epoch_order(50, epoch, 3)
+        batches.set_epoch(epoch)
+        np.testing.assert_array_equal(batches[1][0], X[order[16:32]])
+    assert not np.array_equal(training.epoch_order(50, 0, 3), training.epoch_order(50, 1, 3))
+    with pytest.raises(RuntimeError, match="whole and in order"):
+        batches.verify(4)  # epoch 3 was never served
+
+
+def test_a_translation_trained_on_the_shared_draws_ends_where_keras_ends():
+    """Same batches, same masks, Keras-exact BatchNorm and Adam: after 15 epochs (a last
+    batch of one row each epoch) the test RMSE of both frameworks agrees to 1e-3 relative."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(281, 5)).astype(np.float32)
+    y = X @ rng.normal(size=5) + 0.1 * rng.normal(size=281)
+    task = data.task_from_arrays(X, y, name="toy", kind="regression", seed=0)
+    n_train = len(task.part("train")[0])
+    model = _model(5)
+    batch = next(b for b in range(60, 10, -1) if n_train % b == 1)  # a last batch of one row
+    fit = {"epochs": 15, "batch_size": batch}
+    config = keras_fit_config(model, fit)
+    translation = translate(model)
+    recipe = recipe_from_keras(config, translation, "regression")
+    shared = shareable(model, translation)
+    assert shared == {"drop": {"module": "drop", "salt": shared_dropout.salt("drop")}}
+    keras_rmse = _train_keras(model, config, recipe, task, 0, shared)["test"]["rmse"]
+
+    namespace: dict = {}
+    exec(compile(translation.source, "model.py", "exec"), namespace)
+    net = namespace[translation.class_name]()
+    net.load_state_dict(translation.torch_state_dict())
+    shared_dropout.install(net, 0, {v["module"]: v["salt"] for v in shared.values()})
+    parts = {f"{k}_{p}": v for p in ("train", "valid", "test")
+             for k, v in zip("Xy", task.part(p))}
+    prep = training.prepare(parts, recipe, "regression")
+    torch.manual_seed(0)
+    training.fit(net, prep, recipe, "regression", 1, seed=0)
+    pred = training.predict_scores(net, prep.parts["test"][0], "mse", prep)
+    torch_rmse = float(np.sqrt(np.mean((pred - task.part("test")[1]) ** 2)))
+    assert torch_rmse == pytest.approx(keras_rmse, rel=1e-3)
