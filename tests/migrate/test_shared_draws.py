@@ -97,3 +97,49 @@ def test_a_translation_trained_on_the_shared_draws_ends_where_keras_ends():
     pred = training.predict_scores(net, prep.parts["test"][0], "mse", prep)
     torch_rmse = float(np.sqrt(np.mean((pred - task.part("test")[1]) ** 2)))
     assert torch_rmse == pytest.approx(keras_rmse, rel=1e-3)
+
+
+@pytest.mark.parametrize("head", ["softmax", "sigmoid"])
+def test_a_saturated_output_trains_from_its_logits_as_in_keras(head):
+    """Keras computes a from_logits=False cross-entropy from the logits behind a softmax or
+    sigmoid output: a class the model is sure is wrong (p < 1e-7) still gets its gradient.
+    The harness loss gives Keras' loss and gradient there, where clipping would give none."""
+    import tensorflow as tf
+
+    from autopilot_lab.candidate import Recipe
+
+    n_out = 3 if head == "softmax" else 1
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((2,))
+    z = keras.layers.Dense(n_out, name="z")(inp)
+    model = keras.Model(inp, keras.layers.Activation(head, name="p")(z))
+    model.get_layer("z").set_weights([np.array([[40.0] * n_out, [-40.0] * n_out],
+                                               dtype=np.float32) * (1 + np.arange(n_out)),
+                                      np.zeros(n_out, dtype=np.float32)])
+    x = np.array([[1.0, -1.0], [2.0, 0.5]], dtype=np.float32)
+    y = np.array([0, 0]) if head == "softmax" else np.zeros((2, 1), dtype=np.float32)
+    loss_fn = keras.losses.get("sparse_categorical_crossentropy" if head == "softmax"
+                               else "binary_crossentropy")
+    with tf.GradientTape() as tape:
+        keras_loss = tf.reduce_mean(loss_fn(y, model(x, training=True)))
+    keras_grad = tape.gradient(keras_loss, model.get_layer("z").kernel).numpy()
+
+    translation = translate(model)
+    namespace: dict = {}
+    exec(compile(translation.source, "model.py", "exec"), namespace)
+    net = training.tag_logits(namespace[translation.class_name]())
+    net.load_state_dict(translation.torch_state_dict())
+    name = "cross_entropy" if head == "softmax" else "binary_cross_entropy"
+    loss = training.RecipeLoss(name, Recipe(from_logits=False))
+    target = torch.as_tensor(y, dtype=torch.long if head == "softmax" else torch.float32)
+    ours = loss(net(torch.from_numpy(x)), target)
+    ours.backward()
+    assert float(ours.detach()) == pytest.approx(float(keras_loss), rel=1e-5)
+    assert float(keras_loss) > 40  # far past -log(1e-7) = 16.1: Keras did not clip
+    grad = dict(net.named_parameters())["z.weight"].grad.numpy().T
+    np.testing.assert_allclose(grad, keras_grad, rtol=1e-5, atol=1e-6)
+    assert np.abs(grad).max() > 0.1
+
+    untagged = namespace[translation.class_name]()  # a model outside the harness: clipped
+    untagged.load_state_dict(translation.torch_state_dict())
+    assert float(loss(untagged(torch.from_numpy(x)), target)) < 16.2
