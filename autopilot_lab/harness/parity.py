@@ -210,6 +210,8 @@ def parity(payload: dict[str, Any], workdir: Path) -> dict[str, Any]:
             final[key] = {"state": "missing"}
             continue
         final[key] = _diff(state[key], ref[k])
+        if key in initial and initial[key].is_floating_point() and initial[key].numel():
+            final[key]["moved"] = r(float(np.abs(ref[k] - initial[key].cpu().numpy()).max()))
         if key in state64 and state[key].is_floating_point():
             final[key]["noise"] = r((state[key].double() - state64[key]).abs().max())
     result["dynamics"] = {"torch_losses": losses,
