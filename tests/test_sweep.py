@@ -77,8 +77,29 @@ def test_summary_counts_failures_as_misses_with_their_hints():
     assert (s["tasks"], s["completed"], s["failed"], s["parity"]) == (2, 1, 1, 1)
     assert s["parity_rate"] == 0.5 and s["vs_classical"] == {"win": 1, "tie": 0, "loss": 0}
     assert s["misses"] == [{"name": "x", "metric": None, "diff": None, "noise": None,
-                            "hint_kinds": ["TIMEOUT"], "status": "timeout"}]
+                            "hint_kinds": ["TIMEOUT"], "rounding_spread": None,
+                            "within_rounding": None, "status": "timeout"}]
     assert rows[1]["openml_dataset_id"] == 7
+
+
+def test_a_miss_is_explained_by_the_rounding_spread_or_said_not_to_be():
+    row = {"name": "t", "metric": "rmse", "tf": 0.20, "torch": 0.19, "diff": -0.05,
+           "hints": [], "hint_kinds": ["OVERFITTING"]}
+    inside = openml_sweep.explain_miss(row, {"values": [0.19, 0.1962, 0.1931], "spread": 0.032})
+    assert inside["rounding"]["within"] is True  # 0.20 <= 0.1962 + 2% of 0.20
+    assert inside["hint_kinds"] == ["OVERFITTING", "ROUNDING_NOISE"]
+    text = inside["hints"][-1]["text"]
+    assert text.startswith("[P4 ROUNDING_NOISE] sweep: TensorFlow's test rmse 0.2 against "
+                           "0.19..0.1962, the range of 3 PyTorch trainings")
+    assert "nothing to repair" in text
+    outside = openml_sweep.explain_miss({**row, "tf": 0.25},
+                                        {"values": [0.19, 0.1962], "spread": 0.032})
+    assert outside["rounding"]["within"] is False
+    assert "outside that range, though rounding alone moves PyTorch by 0.032 relative" in \
+        outside["hints"][-1]["text"]
+    auc = openml_sweep.explain_miss({**row, "metric": "roc_auc", "tf": 0.80},
+                                    {"values": [0.82, 0.83], "spread": 0.01})
+    assert auc["rounding"]["within"] is False  # 0.80 < 0.82 - 0.01
 
 
 def test_the_results_file_keeps_the_last_row_and_skips_a_torn_line(tmp_path):
@@ -101,7 +122,7 @@ def test_a_mini_sweep_end_to_end_resumes_and_reports(tmp_path, monkeypatch, caps
             "--workdir", str(tmp_path / "work")]
     assert openml_sweep.main(args) == 0
     lines = rows.read_text().splitlines()
-    assert len(lines) == 3
+    assert len(openml_sweep.read_rows(rows)) == 3
     payload = json.loads(summary.read_text())
     names = {r["name"] for r in payload["tasks"]}
     assert names == {"iris", "breast_cancer", "1027_ESL"}
@@ -110,6 +131,10 @@ def test_a_mini_sweep_end_to_end_resumes_and_reports(tmp_path, monkeypatch, caps
         assert {"tf", "torch", "classical", "parity", "iterations", "seconds", "hints",
                 "metric", "openml_dataset_id", "noise", "tf_reseed"} <= set(r)
     assert {r["metric"] for r in payload["tasks"]} == {"roc_auc", "balanced_accuracy", "rmse"}
+    for r in payload["tasks"]:  # every miss carries the sweep's own rounding hint
+        assert r["parity"] or ("ROUNDING_NOISE" in r["hint_kinds"] and
+                               len(r["rounding"]["values"]) == 6)
+    assert len(lines) == 3 + sum(not r["parity"] for r in payload["tasks"])
     s = payload["summary"]
     assert s["tasks"] == 3 and sum(s["vs_classical"].values()) == 3
     assert s["noise_floor"]["measured"] == 3
