@@ -591,6 +591,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-report", action="store_true")
     p.add_argument("--workdir", type=Path, default=WORKDIR)
     p.add_argument("--retry-failed", action="store_true", help="re-run failed/timed-out tasks")
+    p.add_argument("--rerun", action="store_true",
+                   help="re-run the --tasks even where a row exists (the new row wins)")
     p.add_argument("--rerun-older", action="store_true",
                    help=f"re-run tasks whose row an older sweep wrote (row version < "
                         f"{ROW_VERSION})")
@@ -615,7 +617,9 @@ def main(argv: list[str] | None = None) -> int:
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, (str(ROOT),
                                                              os.environ.get("PYTHONPATH"))))
     done = read_rows(args.results)
-    todo = [e for e in entries if e["spec"] not in done or (
+    if args.rerun and not args.tasks:
+        p.error("--rerun re-runs the tasks named by --tasks; name them")
+    todo = [e for e in entries if e["spec"] not in done or args.rerun or (
         args.retry_failed and done[e["spec"]].get("status", "ok") != "ok") or (
         args.rerun_older and done[e["spec"]].get("status", "ok") == "ok"
         and done[e["spec"]].get("version", 1) < ROW_VERSION)]

@@ -5,6 +5,7 @@ answer the most urgent priority level present in its hints (P1 before anything e
 blocks before tuning), one repair per hint kind; never a repair that this lineage applied
 without making its hint go away, nor one already tried from the same parent; never touching
 what the keeps protect (repairs change the recipe or constructor arguments, not working code).
+An objective may narrow the playbook (``objective.repairs``: the names it allows).
 """
 
 from __future__ import annotations
@@ -33,12 +34,15 @@ class RulesAgent(Agent):
         candidate, applied = base.candidate, []
         seen = set()
         top = min((h.priority for h in hints), default=None)
+        allowed = getattr(objective, "repairs", None)  # an objective may narrow the playbook
         for hint in hints:
             # tuning hints: one repair per kind; hints that name a place: one per place
             slot = hint.key if hint.kind in PER_PLACE else hint.kind
             if hint.priority != top or slot in seen:
                 continue
             for repair in repairs_for(hint.kind):
+                if allowed is not None and repair.name not in allowed:
+                    continue
                 if (repair.name, base.candidate.digest()) in tried or repair.name in futile:
                     continue
                 change = repair.apply(candidate, hint, objective)
@@ -51,6 +55,12 @@ class RulesAgent(Agent):
                 break
         if not applied:
             kinds = sorted({h.kind.name for h in hints if h.priority == top})
+            if allowed is not None:
+                raise NoProposal(
+                    f"{getattr(objective, 'name', 'this objective')} allows only the repairs "
+                    f"{', '.join(sorted(allowed))}, and none is left for "
+                    + (", ".join(kinds) or "the remaining hints")
+                    + f": {getattr(objective, 'repairs_reason', '')}")
             raise NoProposal(
                 "the rules playbook has no untried repair for " + (", ".join(kinds) or
                                                                    "the remaining hints")

@@ -189,6 +189,12 @@ class KerasAdam(torch.optim.Optimizer):
         super().__init__(params, {"lr": lr, "betas": betas, "eps": eps,
                                   "weight_decay": weight_decay})
 
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        super().zero_grad(set_to_none)
+        for group in self.param_groups:
+            for p in group["params"]:
+                p._keras_squares = None  # those of a backward that no step used
+
     @torch.no_grad()
     def step(self, closure=None):
         for group in self.param_groups:
@@ -207,14 +213,43 @@ class KerasAdam(torch.optim.Optimizer):
                     p.sub_(p * group["lr"] * group["weight_decay"])
                 lr_t = group["lr"] * math.sqrt(1 - b2 ** t) / (1 - b1 ** t)
                 m.add_((p.grad - m) * (1 - b1))
-                v.add_((p.grad.square() - v) * (1 - b2))
+                squares = getattr(p, "_keras_squares", None)  # see keras_sparse_squares
+                p._keras_squares = None
+                v.add_(((squares if squares is not None else p.grad.square()) - v) * (1 - b2))
                 p.sub_(m * lr_t / (v.sqrt() + group["eps"]))
+
+
+def keras_sparse_squares(model: nn.Module) -> None:
+    """Keras' Adam gets an Embedding's gradient as IndexedSlices, one slice per looked-up id,
+    and squares the slices before summing the repeats into its second moment: a row looked up
+    k times in a batch adds sum(g_i ** 2), where torch's dense gradient gives (sum g_i) ** 2.
+    A categorical column with 7 codes repeats every id ~9 times in a batch of 64, so the two
+    second moments, and the step sizes, differ by up to k-fold. Backward hooks on the
+    ``nn.Embedding`` modules leave that sum of squares on the weight for ``KerasAdam``."""
+    for module in model.modules():
+        if type(module) is nn.Embedding and not getattr(module, "_keras_sparse", False):
+            module._keras_sparse = True
+            module.register_forward_hook(_watch_gradient)
+
+
+def _watch_gradient(module: nn.Embedding, inputs: tuple, output: torch.Tensor) -> None:
+    if output.requires_grad:
+        ids = inputs[0].detach().reshape(-1)
+        output.register_hook(lambda grad: _add_squares(module.weight, ids, grad))
+
+
+def _add_squares(weight: torch.Tensor, ids: torch.Tensor, grad: torch.Tensor) -> None:
+    squares = torch.zeros_like(weight).index_add_(
+        0, ids, grad.reshape(-1, weight.shape[1]).square())
+    previous = getattr(weight, "_keras_squares", None)  # an embedding called twice per step
+    weight._keras_squares = squares if previous is None else previous + squares
 
 
 def make_optimizer(model: nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
     params = [p for p in model.parameters() if p.requires_grad]
     r = recipe
     if r.keras_epsilon and r.optimizer in ("adam", "adamw"):
+        keras_sparse_squares(model)
         return KerasAdam(params, lr=r.lr, betas=r.betas, eps=r.eps,
                          weight_decay=r.weight_decay if r.optimizer == "adamw" else 0.0)
     if r.optimizer == "adam":

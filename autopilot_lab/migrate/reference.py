@@ -3,10 +3,10 @@ model, not agent code): outputs, per-layer outputs, the loss and the gradient of
 on one batch, and K optimizer steps. Everything lands in one ``reference.npz`` (plus a JSON
 meta) in torch layout, so the sandboxed probe compares without TensorFlow.
 
-Dropout is switched off on both sides for the training comparisons (two frameworks cannot
-draw the same masks); dropout placement is compared structurally instead. Sparse (embedding)
-gradients are made dense before Keras' optimizer step: Keras' sparse Adam squares each
-occurrence of a repeated id separately, torch's dense nn.Embedding gradient does not.
+Dropout is switched off on both sides for the K-step comparison; dropout placement is
+compared structurally instead. Embedding gradients reach Keras' optimizer as they do in
+``fit`` (IndexedSlices: Adam squares each occurrence of a repeated id before summing), which
+our harness's ``KerasAdam`` reproduces (``harness.training.keras_sparse_squares``).
 """
 
 from __future__ import annotations
@@ -202,11 +202,9 @@ class KerasReference:
                 pred = clone(self._keras_inputs(bx), training=True)
                 loss = clone.compute_loss(x=None, y=self._y_keras(by), y_pred=pred,
                                           sample_weight=self._sample_weight(by), training=True)
-            # Keras applies Adam to an embedding's sparse gradient per occurrence (squares of
-            # repeated ids summed, not the square of their sum); dense gradients are torch's
-            # semantics for nn.Embedding, so the reference steps with them
-            grads = [tf.convert_to_tensor(g) if g is not None else None
-                     for g in tape.gradient(loss, clone.trainable_weights)]
+            # as fit steps: an embedding's gradient stays IndexedSlices (Adam squares each
+            # occurrence of a repeated id), the semantics our KerasAdam reproduces
+            grads = tape.gradient(loss, clone.trainable_weights)
             opt.apply_gradients(zip(grads, clone.trainable_weights))
             losses.append(float(_np(loss)))
         mapped = {w["torch"] for w in self.translation.weight_map}
