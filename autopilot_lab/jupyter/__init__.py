@@ -10,22 +10,22 @@
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
-from autopilot_lab.jupyter.model_detect import NotebookError
-from autopilot_lab.jupyter.runner import (
-    NotebookRun,
-    active_runs,
-    insert,
-    resume,
-    runs,
-    show,
-    start,
-    stop,
-)
+# imported on first use: the console's server extension loads this package at Jupyter server
+# start, and the runner pulls in the whole API (torch among it), about 2 s it does not need
+_LAZY = {"NotebookError": "model_detect", "NotebookRun": "runner", "active_runs": "runner",
+         "insert": "runner", "resume": "runner", "runs": "runner", "show": "runner",
+         "start": "runner", "stop": "runner"}
 
-__all__ = ["NotebookError", "NotebookRun", "active_runs", "insert", "load_ipython_extension",
-           "resume", "runs", "show", "start", "stop"]
+__all__ = [*_LAZY, "load_ipython_extension"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def load_ipython_extension(ip: Any) -> None:
