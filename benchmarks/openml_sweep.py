@@ -629,7 +629,9 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--device cuda: torch sees no CUDA GPU here")
     workers = args.workers or max(1, found.cpu_cores // args.threads)
     inventory = Inventory(min(found.cpu_cores, workers * args.threads), found.gpus)
-    local = [e for e in todo if e["datasets_dir"]]
+    # every local task's prepared copy (made once, kept): the runs read it, and so does the
+    # rounding spread of a miss found by an earlier invocation
+    local = [e for e in entries if e["datasets_dir"]]
     data_dir = prepare_local(local, args.workdir / "data", args.max_rows, args.seed) \
         if local else None
     trials, by_key = [], {}
