@@ -108,3 +108,26 @@ def test_rules_agent_says_which_hints_it_cannot_answer():
     hint = Hint(HintKind.SHAPE_MISMATCH, "build", "output shape", [8, 3], "[8, 2]", "fix")
     with pytest.raises(NoProposal, match="no untried repair for SHAPE_MISMATCH"):
         agent.propose(_Objective(), journal, [hint], [])
+
+
+def test_an_objective_that_narrows_the_playbook_gets_no_tuning_and_is_told_why():
+    """migrate keeps Keras' recipe: a METRIC_GAP on a recipe equal to Keras' gets no longer
+    schedule or cosine decay, and the reason names what the objective allows."""
+    from autopilot_lab.objectives.migrate import MigrateObjective
+
+    class _Migration(_Objective):
+        name = "migrate"
+        repairs = MigrateObjective.repairs
+        repairs_reason = MigrateObjective.repairs_reason
+
+    agent, journal = RulesAgent(), Journal()
+    journal.add(Iteration(1, agent.propose(_Migration(), journal, [], []), _card(), "rules"))
+    gap = Hint(HintKind.METRIC_GAP, "metric", "test rmse", 0.41, "keras+2%",
+               "train longer", where="recipe")
+    with pytest.raises(NoProposal) as info:
+        agent.propose(_Migration(), journal, [gap], [])
+    assert "no untried repair for METRIC_GAP (migrate allows only keras_setting, " \
+           "module_setting, reconvert_weights, remove_detach: the translation already trains " \
+           "with Keras' recipe" in str(info.value)
+    tuned = agent.propose(_Objective(), journal, [gap], [])  # improve: tunes as before
+    assert [r["repair"] for r in tuned.notes["repairs"]] == ["longer_schedule"]

@@ -55,16 +55,16 @@ class RulesAgent(Agent):
                 break
         if not applied:
             kinds = sorted({h.kind.name for h in hints if h.priority == top})
-            if allowed is not None:
-                raise NoProposal(
-                    f"{getattr(objective, 'name', 'this objective')} allows only the repairs "
-                    f"{', '.join(sorted(allowed))}, and none is left for "
-                    + (", ".join(kinds) or "the remaining hints")
-                    + f": {getattr(objective, 'repairs_reason', '')}")
+            held_back = allowed is not None and any(
+                r.name not in allowed for h in hints if h.priority == top
+                for r in repairs_for(h.kind))
+            narrowed = (f" ({getattr(objective, 'name', 'this objective')} allows only "
+                        f"{', '.join(sorted(allowed))}: "
+                        f"{getattr(objective, 'repairs_reason', '')})" if held_back else "")
             raise NoProposal(
                 "the rules playbook has no untried repair for " + (", ".join(kinds) or
                                                                    "the remaining hints")
-                + "; use --agent llm or auto for code-level changes")
+                + narrowed + "; use --agent llm or auto for code-level changes")
         summary = "; ".join(f"{a['repair']} for {a['hint']}: {a['change']}" for a in applied)
         return candidate.replace(parent=base.n, notes={"agent": self.name, "repairs": applied,
                                                        "summary": summary})
