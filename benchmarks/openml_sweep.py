@@ -40,6 +40,7 @@ RESULTS_ENV = "AUTOPILOT_SWEEP_RESULTS"
 MAX_ROWS = 3334  # rows kept per data set: a 60/20/20 split leaves ~2,000 train rows
 PARITY_ABS, PARITY_REL = 0.01, 0.02  # ROC AUC / balanced accuracy; relative RMSE
 ROUNDING = 1e-6  # rounding_spread's gradient noise, relative to the gradient's largest element
+ROUNDING_RUNS = 12  # trainings per miss: the first as the sweep trained it, then with noise
 DEFAULT_BUDGET_S = 300.0
 DEFAULT_MAX_ITERS = 3
 CHAIN_KEYS = ("iteration", "from_iteration", "hint", "repair", "change", "resolved")
@@ -186,7 +187,7 @@ def _keras_reseed(model, fit: dict, task, seed: int) -> dict[str, float]:
 
 
 def rounding_spread(spec: str, datasets_dir: str | None, seed: int = 0,
-                    source_rows: int | None = None, runs: int = 6,
+                    source_rows: int | None = None, runs: int = ROUNDING_RUNS,
                     epochs: int | None = None) -> dict[str, Any]:
     """How far the migrated PyTorch model's test metric moves when nothing but float rounding
     changes: the translation trained with the Keras recipe on the shared draws (as the metric
@@ -515,7 +516,8 @@ def _markdown(p: dict[str, Any]) -> str:
              f"{s['noise_floor']['parity_or_within_noise']}; median noise by metric "
              f"{ {k: round(v, 4) for k, v in s['noise_floor']['median_noise'].items()} }",
              f"- misses where TensorFlow's value is one PyTorch reaches by float rounding "
-             f"alone (6 trainings differing only in the rounding of their gradients, within "
+             f"alone ({ROUNDING_RUNS} trainings differing only in the rounding of their gradients, "
+             f"within "
              f"the tolerance): "
              f"{s['rounding']['within_rounding']} of {s['rounding']['misses_measured']}",
              f"- median iterations: {s['median_iterations']}; median seconds per task: "

@@ -133,7 +133,7 @@ def test_a_mini_sweep_end_to_end_resumes_and_reports(tmp_path, monkeypatch, caps
     assert {r["metric"] for r in payload["tasks"]} == {"roc_auc", "balanced_accuracy", "rmse"}
     for r in payload["tasks"]:  # every miss carries the sweep's own rounding hint
         assert r["parity"] or ("ROUNDING_NOISE" in r["hint_kinds"] and
-                               len(r["rounding"]["values"]) == 6)
+                               len(r["rounding"]["values"]) == openml_sweep.ROUNDING_RUNS)
     assert len(lines) == 3 + sum(not r["parity"] for r in payload["tasks"])
     s = payload["summary"]
     assert s["tasks"] == 3 and sum(s["vs_classical"].values()) == 3
