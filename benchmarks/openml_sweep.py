@@ -39,7 +39,6 @@ WORKDIR = Path(".autopilot") / "openml_sweep"
 RESULTS_ENV = "AUTOPILOT_SWEEP_RESULTS"
 MAX_ROWS = 3334  # rows kept per data set: a 60/20/20 split leaves ~2,000 train rows
 PARITY_ABS, PARITY_REL = 0.01, 0.02  # ROC AUC / balanced accuracy; relative RMSE
-ROUNDING = 1e-6  # rounding_spread's gradient noise, relative to the gradient's largest element
 ROUNDING_RUNS = 12  # trainings per miss: the first as the sweep trained it, then with noise
 DEFAULT_BUDGET_S = 300.0
 DEFAULT_MAX_ITERS = 3
@@ -191,14 +190,12 @@ def rounding_spread(spec: str, datasets_dir: str | None, seed: int = 0,
                     epochs: int | None = None) -> dict[str, Any]:
     """How far the migrated PyTorch model's test metric moves when nothing but float rounding
     changes: the translation trained with the Keras recipe on the shared draws (as the metric
-    tier trains it), ``runs`` times, each run but the first with ROUNDING x N(0, 1) x the
-    largest |element| added to every gradient at every step. That is the size of the
-    difference parity measures between Keras' and torch's gradients of one batch (up to 8e-7
-    of the largest element on Hill_Valley_with_noise): two frameworks' kernels round the same
-    sums differently. Adam turns such a difference on a near-zero gradient into a step of up
-    to the learning rate, and on ill-conditioned data a ReLU then falls on the other side of
-    zero (on 505_tecator TensorFlow and PyTorch agreed to 1e-7 for 52 steps, then one unit at
-    6.7e-6 flipped). Our translator's own code, run as ``probe_task`` runs it."""
+    tier trains it), ``runs`` times, each run but the first with its gradients rounded off
+    differently (``harness.training.round_off_gradients``: the size of the difference parity
+    measures between Keras' and torch's gradients of one batch). On ill-conditioned data that
+    alone flips a ReLU and sends training elsewhere (on 505_tecator TensorFlow and PyTorch
+    agreed to 1e-7 for 52 steps, then one unit at 6.7e-6 flipped). Our translator's own code,
+    run as ``probe_task`` runs it."""
     import torch
 
     from autopilot_lab import data, metrics
@@ -225,14 +222,7 @@ def rounding_spread(spec: str, datasets_dir: str | None, seed: int = 0,
         net = training.tag_logits(namespace[translation.class_name]())
         net.load_state_dict(translation.torch_state_dict())
         if run:
-            gen = torch.Generator().manual_seed(run)
-
-            def last_bits(grad, gen=gen):
-                noise = torch.randn(grad.shape, generator=gen, dtype=grad.dtype)
-                return grad + ROUNDING * grad.abs().max() * noise
-
-            for param in net.parameters():
-                param.register_hook(last_bits)
+            training.round_off_gradients(net, torch.Generator().manual_seed(run))
         shared_dropout.install(net, seed, shared)
         prep = training.prepare(arrays, recipe, task.kind)
         torch.manual_seed(seed)

@@ -65,7 +65,11 @@ def build_model(workdir: Path, payload: dict[str, Any]) -> torch.nn.Module:
         state = torch.load(Path(workdir) / payload["weights"], map_location="cpu",
                            weights_only=True)
         model.load_state_dict(state, strict=True)
-    return tag_logits(model)
+    recipe = payload.get("recipe") or {}
+    if not recipe.get("from_logits", True) and recipe.get("loss", "auto") in (
+            "auto", "cross_entropy", "binary_cross_entropy"):
+        tag_logits(model)  # a probabilities loss: Keras' logits rule needs the tags
+    return model
 
 
 def load_data(workdir: Path, payload: dict[str, Any]) -> dict[str, np.ndarray]:

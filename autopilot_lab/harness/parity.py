@@ -21,15 +21,12 @@ from torch import nn
 from autopilot_lab.candidate import Recipe
 from autopilot_lab.harness.model_loader import build_model
 from autopilot_lab.harness.probes import r
-from autopilot_lab.harness.training import loss_function, make_optimizer
+from autopilot_lab.harness.training import loss_function, make_optimizer, round_off_gradients
 
 ACTIVATIONS = {"relu": F.relu, "sigmoid": torch.sigmoid, "tanh": torch.tanh,
                "softmax": lambda t: torch.softmax(t, dim=-1), "elu": F.elu, "selu": F.selu,
                "gelu": F.gelu, "swish": F.silu, "silu": F.silu, "softplus": F.softplus,
                "relu6": F.relu6, "linear": lambda t: t}
-
-
-GRAD_ROUNDING = 1e-6  # measured: Keras' and torch's gradients of one batch differ by <= 8e-7
 
 
 def _diff(a: torch.Tensor | np.ndarray, b: np.ndarray) -> dict[str, Any]:
@@ -191,6 +188,8 @@ def parity(payload: dict[str, Any], workdir: Path) -> dict[str, Any]:
         m.load_state_dict(initial)
         m.train()
         _dropout_off(m)
+        if grad_noise:
+            round_off_gradients(m, gen)
         opt = make_optimizer(m, recipe)
         losses = []
         for rows in ref["dyn_index"]:
@@ -198,11 +197,6 @@ def parity(payload: dict[str, Any], workdir: Path) -> dict[str, Any]:
             bx = [x[rows].to(dtype) if x.is_floating_point() else x[rows] for x in xs]
             step_loss = loss_of(m, recipe, bx, y[rows])
             step_loss.backward()
-            if grad_noise:
-                for p in m.parameters():
-                    if p.grad is not None:
-                        noise = torch.randn(p.grad.shape, generator=gen, dtype=p.grad.dtype)
-                        p.grad.add_(GRAD_ROUNDING * p.grad.abs().max() * noise)
             if recipe.grad_clip > 0:
                 nn.utils.clip_grad_norm_(m.parameters(), recipe.grad_clip)
             opt.step()
