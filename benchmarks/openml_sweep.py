@@ -43,7 +43,7 @@ ROUNDING_RUNS = 12  # trainings per miss: the first as the sweep trained it, the
 DEFAULT_BUDGET_S = 300.0
 DEFAULT_MAX_ITERS = 3
 CHAIN_KEYS = ("iteration", "from_iteration", "hint", "repair", "change", "resolved")
-ROW_VERSION = 2  # 2: rows carry the TensorFlow re-seed run (the noise floor)
+ROW_VERSION = 3  # 2: rows carry the TensorFlow re-seed run (the noise floor); 3: Keras' Adam step
 
 
 # ---------------------------------------------------------------- one task (child process)

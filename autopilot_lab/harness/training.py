@@ -182,7 +182,12 @@ def targets(y: np.ndarray, loss_name: str, prep: Prepared) -> torch.Tensor:
 
 class KerasAdam(torch.optim.Optimizer):
     """Adam/AdamW exactly as Keras 3 steps: epsilon added to sqrt(v) after the bias
-    correction has been folded into the step size; decoupled weight decay (AdamW)."""
+    correction has been folded into the step size; decoupled weight decay (AdamW).
+
+    The step size is computed as Keras computes it, in the weight's dtype from float32 copies
+    of the hyperparameters (Keras casts ``beta_2`` through a float32 tensor before raising it
+    to the step: 1 - 0.999f is 1.3e-5 off 1 - 0.999, which moved every step by 6.4e-6 of the
+    learning rate when the powers were taken in Python floats, 100x float32 rounding)."""
 
     def __init__(self, params, lr: float, betas=(0.9, 0.999), eps: float = 1e-7,
                  weight_decay: float = 0.0):
@@ -194,6 +199,11 @@ class KerasAdam(torch.optim.Optimizer):
         for group in self.param_groups:
             for p in group["params"]:
                 p._keras_squares = None  # those of a backward that no step used
+
+    @staticmethod
+    def _keras_scalar(value: float, like: torch.Tensor) -> torch.Tensor:
+        """``ops.cast(python float, dtype)``: the float32 value, in ``like``'s dtype."""
+        return torch.tensor(float(np.float32(value)), dtype=like.dtype, device=like.device)
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -208,10 +218,14 @@ class KerasAdam(torch.optim.Optimizer):
                     state["m"] = torch.zeros_like(p)
                     state["v"] = torch.zeros_like(p)
                 state["t"] += 1
-                t, m, v = state["t"], state["m"], state["v"]
+                m, v = state["m"], state["v"]
+                lr = self._keras_scalar(group["lr"], p)
                 if group["weight_decay"]:
-                    p.sub_(p * group["lr"] * group["weight_decay"])
-                lr_t = group["lr"] * math.sqrt(1 - b2 ** t) / (1 - b1 ** t)
+                    p.sub_(p * self._keras_scalar(group["weight_decay"], p) * lr)
+                t = torch.tensor(float(state["t"]), dtype=p.dtype, device=p.device)
+                b1_t = torch.pow(self._keras_scalar(b1, p), t)
+                b2_t = torch.pow(self._keras_scalar(b2, p), t)
+                lr_t = lr * torch.sqrt(1 - b2_t) / (1 - b1_t)
                 m.add_((p.grad - m) * (1 - b1))
                 squares = getattr(p, "_keras_squares", None)  # see keras_sparse_squares
                 p._keras_squares = None
