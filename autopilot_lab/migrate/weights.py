@@ -1,6 +1,6 @@
 """Keras weight arrays -> torch layout. Each transform returns (array, human description).
 
-Pure numpy, so every rule in `layers.py` states its weight conversion in one line and the
+Pure numpy, so every rule in `layers/` states its weight conversion in one line and the
 descriptions land in `Translation.weight_map`.
 """
 

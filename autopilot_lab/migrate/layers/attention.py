@@ -1,0 +1,123 @@
+"""The rule for MultiHeadAttention."""
+
+from __future__ import annotations
+
+from .. import weights as W
+from ..keras_model import GraphNode
+from ..translator import Builder, Unsupported
+from .common import arr, cfg, init_weight, num
+from .registry import register
+
+MHA = '''
+class MultiHeadAttention(nn.Module):
+    """Keras MultiHeadAttention: per-head q/k/v projections, softmax over the keys."""
+
+    def __init__(self, num_heads, head_dim, query_dim, key_dim, value_dim, output_dim,
+                 value_head_dim=None, dropout=0.0, bias=True):
+        super().__init__()
+        self.num_heads = num_heads
+        self.head_dim = head_dim
+        self.value_head_dim = value_head_dim or head_dim
+        self.query = nn.Linear(query_dim, num_heads * head_dim, bias=bias)
+        self.key = nn.Linear(key_dim, num_heads * head_dim, bias=bias)
+        self.value = nn.Linear(value_dim, num_heads * self.value_head_dim, bias=bias)
+        self.output = nn.Linear(num_heads * self.value_head_dim, output_dim, bias=bias)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, query, value, key=None, attention_mask=None, causal=False):
+        key = value if key is None else key
+        batch, q_len, k_len = query.shape[0], query.shape[1], key.shape[1]
+        q = self.query(query).view(batch, q_len, self.num_heads, self.head_dim).transpose(1, 2)
+        k = self.key(key).view(batch, k_len, self.num_heads, self.head_dim).transpose(1, 2)
+        v = self.value(value).view(batch, k_len, self.num_heads, -1).transpose(1, 2)
+        scores = (q / math.sqrt(self.head_dim)) @ k.transpose(-2, -1)  # (batch, heads, q, k)
+        if causal:
+            keep = torch.ones(q_len, k_len, dtype=torch.bool, device=query.device).tril()
+            attention_mask = keep if attention_mask is None else attention_mask.bool() & keep
+        if attention_mask is not None:
+            # Keras adds a large negative number where the mask is 0
+            scores = scores.masked_fill(~attention_mask.bool().unsqueeze(-3), -1e9)
+        weights = self.dropout(scores.softmax(dim=-1))
+        out = (weights @ v).transpose(1, 2).reshape(batch, q_len, -1)
+        return self.output(out), weights
+'''
+
+
+@register(
+    "MultiHeadAttention",
+    family="attention",
+    torch="MultiHeadAttention (q/k/v/o nn.Linear)",
+    notes="rank-3 inputs, attention over the sequence axis; query/value/key, "
+    "attention_mask, use_causal_mask, return_attention_scores",
+)
+def multi_head_attention(b: Builder, node: GraphNode) -> None:
+    layer, c = node.layer, cfg(node.layer)
+    if c.get("attention_axes") not in (None, [1], (1,), -2, 1):
+        raise Unsupported(f"MultiHeadAttention attention_axes={c.get('attention_axes')}")
+    names = ["query", "value", "key"]
+    call = dict(zip(names, node.args))
+    call.update({k: v for k, v in node.kwargs.items()})
+    for m in ("query_mask", "value_mask", "key_mask"):
+        if call.get(m) is not None:
+            raise Unsupported(f"MultiHeadAttention called with {m}")
+    refs = {k: call.get(k) for k in ("query", "value", "key", "attention_mask")}
+    if any(r is not None and len(r.shape) != 2 for k, r in refs.items() if k != "attention_mask"):
+        raise Unsupported("MultiHeadAttention on inputs that are not (batch, seq, features)")
+    q = b.value(refs["query"], "last")
+    v = b.value(refs["value"], "last")
+    k = b.value(refs["key"], "last") if refs["key"] is not None else v
+    heads, hd = int(c["num_heads"]), int(c["key_dim"])
+    vd = int(c.get("value_dim") or hd)
+    out_dim = c.get("output_shape")
+    out_dim = int(out_dim[-1] if isinstance(out_dim, (list, tuple)) else out_dim or q.shape[-1])
+    bias = c.get("use_bias", True)
+    b.helper("MultiHeadAttention", MHA)
+    b.use("math")
+    args = [
+        f"num_heads={heads}",
+        f"head_dim={hd}",
+        f"query_dim={q.shape[-1]}",
+        f"key_dim={k.shape[-1]}",
+        f"value_dim={v.shape[-1]}",
+        f"output_dim={out_dim}",
+    ]
+    if vd != hd:
+        args.append(f"value_head_dim={vd}")
+    if c.get("dropout"):
+        args.append(f"dropout={num(c['dropout'])}")
+    if not bias:
+        args.append("bias=False")
+    attr = b.add_module(layer, f"MultiHeadAttention({', '.join(args)})")
+    subs = [
+        ("query", layer._query_dense),
+        ("key", layer._key_dense),
+        ("value", layer._value_dense),
+        ("output", layer._output_dense),
+    ]
+    b.default_init("linear", "nn.Linear")
+    for nm, dense_ in subs:
+        kern = arr(dense_.kernel)
+        t, how = (W.mha_output_kernel if nm == "output" else W.mha_input_kernel)(kern)
+        b.weight(layer, dense_.kernel, f"{attr}.{nm}.weight", t, how)
+        init_weight(
+            b, layer, c.get("kernel_initializer"), f"self.{attr}.{nm}.weight", kern.shape, t.shape
+        )
+        if bias:
+            b.weight(
+                layer, dense_.bias, f"{attr}.{nm}.bias", arr(dense_.bias).reshape(-1), "reshape(-1)"
+            )
+    call_args = [q.var, v.var]
+    if refs["key"] is not None and refs["key"].key != refs["value"].key:
+        call_args.append(f"key={k.var}")
+    if refs["attention_mask"] is not None:
+        call_args.append(f"attention_mask={b.value(refs['attention_mask'], 'last').var}")
+    if call.get("use_causal_mask"):
+        call_args.append("causal=True")
+    expr = f"self.{attr}({', '.join(call_args)})"
+    if call.get("return_attention_scores"):
+        out, scores = b.fresh_var(layer.name), b.fresh_var(f"{layer.name}_scores")
+        b.emit(f"{out}, {scores} = {expr}")
+        b.bind(node.outputs[0], out)
+        b.bind(node.outputs[1], scores)
+    else:
+        b.assign(f"{expr}[0]", ref=node.outputs[0], reuse=q, hint=layer.name)

@@ -1,0 +1,217 @@
+"""Rules for the recurrent layers: LSTM, GRU, SimpleRNN and Bidirectional."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .. import weights as W
+from ..keras_model import GraphNode
+from ..translator import Builder, Unsupported
+from .common import _activation_name, _init_cfg, arr, cfg
+from .registry import register
+
+
+def _rnn_spec(layer: Any) -> tuple[str, int, dict]:
+    """(torch class, units, config) after checking the recurrent layer maps exactly."""
+    c = cfg(layer)
+    kind = type(layer).__name__
+    if kind not in ("LSTM", "GRU", "SimpleRNN"):
+        raise Unsupported(f"recurrent layer {kind} is not translated")
+    if c.get("stateful"):
+        raise Unsupported(f"{kind}(stateful=True) carries state across batches")
+    act = _activation_name(c.get("activation"))
+    if kind == "SimpleRNN":
+        if act not in ("tanh", "relu"):
+            raise Unsupported(f"SimpleRNN activation {act!r}: nn.RNN has tanh or relu")
+    else:
+        rec = _activation_name(c.get("recurrent_activation"))
+        if act != "tanh" or rec != "sigmoid":
+            raise Unsupported(
+                f"{kind} with activation={act!r}, recurrent_activation={rec!r}: nn.{kind} "
+                f"hard-codes tanh/sigmoid"
+            )
+    if kind == "GRU" and not c.get("reset_after", True):
+        raise Unsupported(
+            "GRU(reset_after=False) applies the reset gate before the recurrent "
+            "kernel; nn.GRU only has the reset_after=True form"
+        )
+    torch_cls = {"LSTM": "nn.LSTM", "GRU": "nn.GRU", "SimpleRNN": "nn.RNN"}[kind]
+    return torch_cls, int(c["units"]), c
+
+
+def _rnn_weights(b: Builder, layer: Any, attr: str, suffix: str, kind: str, bias: bool) -> None:
+    cell = layer.cell
+    k, r = arr(cell.kernel), arr(cell.recurrent_kernel)
+    gate = ""
+    if kind == "GRU":
+        k, r = W.gru_gates(k), W.gru_gates(r)
+        gate = "; gates z,r,h -> r,z,n"
+    elif kind == "LSTM":
+        gate = "; gates i,f,c,o -> i,f,g,o (same order)"
+    b.weight(layer, cell.kernel, f"{attr}.weight_ih_{suffix}", k.T, f"transpose(1, 0){gate}")
+    b.weight(
+        layer, cell.recurrent_kernel, f"{attr}.weight_hh_{suffix}", r.T, f"transpose(1, 0){gate}"
+    )
+    if not bias:
+        return
+    bb = arr(cell.bias)
+    if kind == "GRU":
+        bb = W.gru_gates(bb)
+        b.weight(layer, cell.bias, f"{attr}.bias_ih_{suffix}", bb[0], "row 0 (input bias)" + gate)
+        b.weight(
+            layer, cell.bias, f"{attr}.bias_hh_{suffix}", bb[1], "row 1 (recurrent bias)" + gate
+        )
+        return
+    b.weight(layer, cell.bias, f"{attr}.bias_ih_{suffix}", bb, "as is" + gate)
+    b.extra_tensor(
+        f"{attr}.bias_hh_{suffix}",
+        np.zeros_like(bb),
+        f"Keras {kind} has one bias; torch's second bias stays frozen at 0",
+    )
+    line = f"self.{attr}.bias_hh_{suffix}.requires_grad_(False)"
+    if not any(ln.startswith("# Keras") and "one bias" in ln for ln in b.init_extra):
+        b.init_extra.append("# Keras RNNs have one bias: bias_ih plays it, bias_hh stays 0")
+    b.init_extra.append(line)
+
+
+def _rnn_notes(b: Builder, layer: Any, c: dict) -> None:
+    if c.get("dropout") or c.get("recurrent_dropout"):
+        b.note(
+            f"{layer.name}: Keras dropout={c.get('dropout')}, recurrent_dropout="
+            f"{c.get('recurrent_dropout')} inside the recurrence are not reproduced "
+            f"(inference is exact; training differs)"
+        )
+    for key in ("kernel_initializer", "recurrent_initializer", "bias_initializer"):
+        name, _ = _init_cfg(c.get(key))
+        if name not in ("GlorotUniform", "Orthogonal", "Zeros"):
+            b.note(f"{layer.name}: {key}={name} not reproduced (torch loop init used)")
+
+
+def _rnn_ctor(torch_cls: str, n_in: int, units: int, c: dict, bidirectional: bool) -> str:
+    args = [str(n_in), str(units), "batch_first=True"]
+    if torch_cls == "nn.RNN" and _activation_name(c.get("activation")) == "relu":
+        args.append('nonlinearity="relu"')
+    if not c.get("use_bias", True):
+        args.append("bias=False")
+    if bidirectional:
+        args.append("bidirectional=True")
+    return f"{torch_cls}({', '.join(args)})"
+
+
+@register(
+    "LSTM",
+    "GRU",
+    "SimpleRNN",
+    family="recurrent",
+    torch="nn.LSTM / nn.GRU / nn.RNN",
+    notes="batch_first; return_sequences, return_state, initial_state; GRU "
+    "reset_after=True only; tanh/sigmoid only; go_backwards only in Bidirectional",
+)
+def recurrent(b: Builder, node: GraphNode) -> None:
+    layer = node.layer
+    torch_cls, units, c = _rnn_spec(layer)
+    kind = type(layer).__name__
+    if c.get("go_backwards"):
+        raise Unsupported(f"{kind}(go_backwards=True) outside Bidirectional is not translated")
+    if node.kwargs.get("mask") is not None:
+        raise Unsupported(f"{kind} called with an explicit mask")
+    x = b.value(node.args[0], "last")
+    init = node.kwargs.get("initial_state")
+    if init is None and len(node.args) > 1:
+        init = node.args[1]
+    attr = b.add_module(layer, _rnn_ctor(torch_cls, int(x.shape[-1]), units, c, False))
+    _rnn_weights(b, layer, attr, "l0", kind, c.get("use_bias", True))
+    b.default_init("rnn")
+    _rnn_notes(b, layer, c)
+    call = f"self.{attr}({x.var}"
+    if init is not None:
+        states = [
+            b.value(r, "last").var for r in (init if isinstance(init, (list, tuple)) else [init])
+        ]
+        states = [f"{s}.unsqueeze(0)" for s in states]
+        call += f", ({', '.join(states)})" if kind == "LSTM" else f", {states[0]}"
+    call += ")"
+    seq = c.get("return_sequences", False)
+    outs = node.outputs
+    if not c.get("return_state"):
+        if seq:
+            b.assign(f"{call}[0]", ref=outs[0], reuse=x, hint=layer.name)
+        else:
+            y = b.assign(f"{call}[0]", ref=outs[0], reuse=x, hint=layer.name)
+            b.emit(f"{y.var} = {y.var}[:, -1]  # return_sequences=False: the last step")
+        return
+    out = b.fresh_var(layer.name)
+    h = b.fresh_var(f"{layer.name}_h")
+    if kind == "LSTM":
+        cc = b.fresh_var(f"{layer.name}_c")
+        b.emit(f"{out}, ({h}, {cc}) = {call}")
+    else:
+        b.emit(f"{out}, {h} = {call}")
+    if not seq:
+        b.emit(f"{out} = {out}[:, -1]  # return_sequences=False: the last step")
+    b.bind(outs[0], out)
+    b.emit(f"{h} = {h}[0]")
+    b.bind(outs[1], h)
+    if kind == "LSTM":
+        b.emit(f"{cc} = {cc}[0]")
+        b.bind(outs[2], cc)
+
+
+@register(
+    "Bidirectional",
+    family="recurrent",
+    torch="nn.LSTM/GRU/RNN(bidirectional=True)",
+    notes="merge_mode concat/sum/ave/mul/None; return_state not supported",
+)
+def bidirectional(b: Builder, node: GraphNode) -> None:
+    layer = node.layer
+    fwd, bwd = layer.forward_layer, layer.backward_layer
+    torch_cls, units, c = _rnn_spec(fwd)
+    _, units_b, cb = _rnn_spec(bwd)
+    kind = type(fwd).__name__
+    if type(bwd) is not type(fwd) or units_b != units:
+        raise Unsupported("Bidirectional with different forward and backward layers")
+    if c.get("return_state") or c.get("go_backwards"):
+        raise Unsupported("Bidirectional with return_state / go_backwards forward layer")
+    if any(v is not None for k, v in node.kwargs.items() if k != "training"):
+        raise Unsupported("Bidirectional called with a mask or initial state")
+    x = b.input(node, 0, "last")
+    attr = b.add_module(layer, _rnn_ctor(torch_cls, int(x.shape[-1]), units, c, True))
+    _rnn_weights(b, fwd, attr, "l0", kind, c.get("use_bias", True))
+    _rnn_weights(b, bwd, attr, "l0_reverse", kind, c.get("use_bias", True))
+    b.layer_map.setdefault(fwd.name, attr)
+    b.layer_map.setdefault(bwd.name, attr)
+    b.default_init("rnn")
+    _rnn_notes(b, fwd, c)
+    mode = layer.merge_mode
+    seq = c.get("return_sequences", False)
+    if seq:
+        y = b.assign(f"self.{attr}({x.var})[0]", ref=node.outputs[0], reuse=x, hint=layer.name)
+        both = y.var
+    else:
+        h = b.fresh_var(f"{layer.name}_h")
+        if kind == "LSTM":
+            b.emit(f"_, ({h}, _) = self.{attr}({x.var})  # final states: [forward, backward]")
+        else:
+            b.emit(f"_, {h} = self.{attr}({x.var})  # final states: [forward, backward]")
+        if mode == "concat":
+            b.assign(f"torch.cat([{h}[0], {h}[1]], dim=-1)", ref=node.outputs[0], hint=layer.name)
+            return
+        both = None
+    if mode == "concat":
+        return
+    if seq:
+        fw, bw = b.fresh_var("forward"), b.fresh_var("backward")
+        b.emit(f"{fw}, {bw} = {both}.chunk(2, dim=-1)")
+    else:
+        fw, bw = f"{h}[0]", f"{h}[1]"
+    if mode is None:
+        b.bind(node.outputs[0], fw)
+        b.bind(node.outputs[1], bw)
+        return
+    expr = {"sum": f"{fw} + {bw}", "ave": f"({fw} + {bw}) / 2", "mul": f"{fw} * {bw}"}.get(mode)
+    if expr is None:
+        raise Unsupported(f"Bidirectional merge_mode={mode!r}")
+    b.assign(expr, ref=node.outputs[0], hint=layer.name)
