@@ -134,13 +134,15 @@ def _classification(metric: str, labels: np.ndarray, proba: np.ndarray) -> float
             missing = sorted(set(range(k)) - set(present.tolist()))
             raise MetricError(f"roc_auc: y_true lacks classes {missing}; one-vs-rest AUC needs "
                               "every class")
-        _check_distribution(metric, proba)
+        proba = _distribution(metric, proba)
         return float(roc_auc_score(labels, proba, multi_class="ovr", labels=list(range(k))))
-    _check_distribution(metric, proba)  # log_loss
+    proba = _distribution(metric, proba)  # log_loss
     return float(log_loss(labels, proba, labels=list(range(k))))
 
 
-def _check_distribution(metric: str, proba: np.ndarray) -> None:
+def _distribution(metric: str, proba: np.ndarray) -> np.ndarray:
+    """``proba`` checked to be class probabilities, then renormalized in float64: a float32
+    softmax sums to 1 only within 1e-7, which scikit-learn warns about on every call."""
     if proba.min() < 0 or proba.max() > 1:
         raise MetricError(f"{metric}: scores must be probabilities in [0, 1]; got values in "
                           f"[{proba.min():.4g}, {proba.max():.4g}] (apply softmax/sigmoid)")
@@ -148,6 +150,7 @@ def _check_distribution(metric: str, proba: np.ndarray) -> None:
     if np.abs(sums - 1).max() > PROBABILITY_ATOL:
         raise MetricError(f"{metric}: each row of class probabilities must sum to 1; sums range "
                           f"[{sums.min():.4g}, {sums.max():.4g}] (apply softmax)")
+    return proba / sums[:, None]
 
 
 def _regression(metric: str, y: np.ndarray, pred: np.ndarray) -> float:

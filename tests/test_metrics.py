@@ -43,6 +43,25 @@ def test_multiclass_metrics():
     assert 0.5 < compute("roc_auc", y, proba) <= 1
 
 
+def test_float32_softmax_scores_without_warnings():
+    """A float32 softmax sums to 1 within ~1e-7: accepted, renormalized, no sklearn warning."""
+    import warnings
+
+    import torch
+
+    rng = np.random.default_rng(0)
+    logits = torch.tensor(rng.standard_normal((200, 7)) * 5, dtype=torch.float32)
+    proba = torch.softmax(logits, dim=1).numpy()
+    assert np.abs(proba.astype(np.float64).sum(axis=1) - 1).max() > 1e-9  # not exact
+    y = rng.integers(0, 7, 200)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        got = compute("log_loss", y, proba)
+        compute("roc_auc", y, proba)
+    exact = torch.softmax(logits.double(), dim=1).numpy()
+    assert got == pytest.approx(-np.mean(np.log(exact[np.arange(200), y])), rel=1e-6)
+
+
 def test_regression_metrics():
     y = np.array([1.0, 2.0, 3.0, 4.0])
     pred = np.array([[1.5], [2.0], [2.0], [5.0]])
