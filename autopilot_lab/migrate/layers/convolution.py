@@ -6,6 +6,8 @@ uses them too.
 
 from __future__ import annotations
 
+import numpy as np
+
 from .. import weights as W
 from ..keras_model import GraphNode
 from ..translator import Builder, Unsupported, Value
@@ -137,6 +139,46 @@ def _conv_kwargs(
     return ", ".join(parts)
 
 
+def _conv_weights_and_call(
+    b: Builder,
+    node: GraphNode,
+    n: int,
+    attr: str,
+    x: Value,
+    kernel: tuple[np.ndarray, str],
+    initializer_key: str,
+) -> None:
+    """What a convolution rule does once its ``nn.Conv{n}d`` is declared as ``attr``: the
+    converted kernel (and bias) with their initializers, the call and the activation."""
+    layer, c = node.layer, cfg(node.layer)
+    array, how = kernel
+    b.weight(layer, layer.kernel, f"{attr}.weight", array, how)
+    b.default_init("linear", f"nn.Conv{n}d")
+    init_weight(
+        b,
+        layer,
+        c.get(initializer_key),
+        f"self.{attr}.weight",
+        tuple(layer.kernel.shape),
+        array.shape,
+    )
+    if c.get("use_bias", True):
+        b.weight(layer, layer.bias, f"{attr}.bias", arr(layer.bias), "as is")
+        init_weight(
+            b,
+            layer,
+            c.get("bias_initializer"),
+            f"self.{attr}.bias",
+            tuple(layer.bias.shape),
+            tuple(layer.bias.shape),
+            default="Zeros",
+        )
+    y = b.assign(
+        f"self.{attr}({x.var})", ref=node.outputs[0], layout=x.layout, reuse=x, hint=layer.name
+    )
+    apply_activation(b, c.get("activation"), y, node.outputs[0])
+
+
 @register(
     "Conv1D",
     "Conv2D",
@@ -159,31 +201,7 @@ def conv(b: Builder, node: GraphNode) -> None:
         layer, f"nn.Conv{n}d({cin}, {cout}, {_conv_kwargs(k, s, d, pad, groups, bias)})"
     )
     kernel, how = W.conv_kernel(arr(layer.kernel))
-    b.weight(layer, layer.kernel, f"{attr}.weight", kernel, how)
-    b.default_init("linear", f"nn.Conv{n}d")
-    init_weight(
-        b,
-        layer,
-        c.get("kernel_initializer"),
-        f"self.{attr}.weight",
-        tuple(layer.kernel.shape),
-        kernel.shape,
-    )
-    if bias:
-        b.weight(layer, layer.bias, f"{attr}.bias", arr(layer.bias), "as is")
-        init_weight(
-            b,
-            layer,
-            c.get("bias_initializer"),
-            f"self.{attr}.bias",
-            tuple(layer.bias.shape),
-            tuple(layer.bias.shape),
-            default="Zeros",
-        )
-    y = b.assign(
-        f"self.{attr}({x.var})", ref=node.outputs[0], layout=x.layout, reuse=x, hint=layer.name
-    )
-    apply_activation(b, c.get("activation"), y, node.outputs[0])
+    _conv_weights_and_call(b, node, n, attr, x, (kernel, how), "kernel_initializer")
 
 
 @register(
@@ -205,31 +223,7 @@ def depthwise_conv(b: Builder, node: GraphNode) -> None:
         layer, f"nn.Conv{n}d({cin}, {cin * mult}, {_conv_kwargs(k, s, d, pad, cin, bias)})"
     )
     kernel, how = W.depthwise_kernel(arr(layer.kernel))
-    b.weight(layer, layer.kernel, f"{attr}.weight", kernel, how)
-    b.default_init("linear", f"nn.Conv{n}d")
-    init_weight(
-        b,
-        layer,
-        c.get("depthwise_initializer"),
-        f"self.{attr}.weight",
-        tuple(layer.kernel.shape),
-        kernel.shape,
-    )
-    if bias:
-        b.weight(layer, layer.bias, f"{attr}.bias", arr(layer.bias), "as is")
-        init_weight(
-            b,
-            layer,
-            c.get("bias_initializer"),
-            f"self.{attr}.bias",
-            tuple(layer.bias.shape),
-            tuple(layer.bias.shape),
-            default="Zeros",
-        )
-    y = b.assign(
-        f"self.{attr}({x.var})", ref=node.outputs[0], layout=x.layout, reuse=x, hint=layer.name
-    )
-    apply_activation(b, c.get("activation"), y, node.outputs[0])
+    _conv_weights_and_call(b, node, n, attr, x, (kernel, how), "depthwise_initializer")
 
 
 SEPARABLE = '''
