@@ -445,6 +445,16 @@ class Store:
         query = select(decisions).where(decisions.c.run_id == run_id).order_by(decisions.c.id)
         return [dict(r) for r in self._read(query)]
 
+    def user_notes(self, run_id: str) -> list[str]:
+        """The free-text notes people added to the run (the notebook's "Add hint"), oldest
+        first, without repeats."""
+        notes: list[str] = []
+        for d in self.decisions(run_id):
+            text = (d.get("text") or "").strip()
+            if d["decision"] == "note" and text and text not in notes:
+                notes.append(text)
+        return notes
+
     def rejected_hint_keys(self, run_id: str) -> set[str]:
         """Hint keys whose latest accept/reject decision is ``reject`` (notes do not count)."""
         latest: dict[str, str] = {}

@@ -396,6 +396,7 @@ def run_a(tmp_path_factory):
                 for h in it.scorecard.hints:
                     if "`typing`" in str(h.observed):
                         store.record_decision(loop.run_id, it.n, h.key, "reject", "not now")
+                store.record_decision(loop.run_id, it.n, "", "note", USER_NOTE)
             loop.between_iterations = between
 
         result = api.improve(buggy_source(), "sklearn:iris", target="accuracy>=0.5",
@@ -403,6 +404,9 @@ def run_a(tmp_path_factory):
                              on_loop=reject_typing_hint)
         yield result, store, server, tmp
         store.close()
+
+
+USER_NOTE = "keep the hidden width at 32"
 
 
 def test_a_auto_runs_the_rules_first_and_the_llm_fixes_what_they_cannot(run_a):
@@ -448,6 +452,11 @@ def test_b_the_prompt_holds_hints_p1_first_keeps_no_rejected_hint_and_no_data_ro
     assert len(rejected) == 1 and "`typing` imported but unused" not in prompt
     assert "model.py:4" not in prompt  # not in the history either
     assert "`math` imported but unused" in prompt
+    # the note, recorded again after every iteration: listed once, after the hints
+    assert store.user_notes(result.run_id) == [USER_NOTE]
+    assert prompt.count(f"- {USER_NOTE}") == 1
+    assert prompt.index("# Hints") < prompt.index("# The user's notes") < prompt.index(
+        f"- {USER_NOTE}")
     X, _ = ImproveObjective(good_source(), "sklearn:iris").task.part("train")
     for row in X:
         assert str([float(f"{v:.4g}") for v in row]) not in prompt

@@ -280,10 +280,12 @@ class LLMAgent(Agent):
         best = journal.best
         base = best.candidate if best else objective.initial_candidate()
         region = find_region(base, hints)
-        rejected = self.store.rejected_hint_keys(self.run_id) if self.store and self.run_id \
-            else ()
+        recorded = self.store is not None and self.run_id is not None
+        rejected = self.store.rejected_hint_keys(self.run_id) if recorded else ()
+        notes = self.store.user_notes(self.run_id) if recorded else ()
         inp = prompt_input(objective, journal, hints, keeps, rejected=rejected, region=region,
-                           samples=SAMPLE_ROWS if self.config.include_samples else 0, draft=base)
+                           samples=SAMPLE_ROWS if self.config.include_samples else 0, draft=base,
+                           notes=notes)
         self._exchanges = []
         problems: list[str] = []
         options = PromptOptions(structured=self.client.structured)

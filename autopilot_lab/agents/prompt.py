@@ -3,10 +3,10 @@
 :func:`prompt_input` gathers what the model needs to see: the objective and its targets, the
 reference model when the objective has one, the data as shapes and summary statistics (rows
 only when the user allows samples), the current best candidate, the hints P1 first with
-observed / expected / suggestion, the keeps, and a short history. The user's rejected hints
-never appear. :func:`build_messages` renders it at a size level: level 0 is everything, each
-higher level drops older history, minor hints and long sources, for endpoints whose context
-is too small.
+observed / expected / suggestion, the user's own notes, the keeps, and a short history. The
+user's rejected hints never appear. :func:`build_messages` renders it at a size level: level 0
+is everything, each higher level drops older history, minor hints and long sources, for
+endpoints whose context is too small.
 
 An objective may add a reference section by defining ``prompt_context(hints) -> dict`` with
 any of: ``keras_config`` (dict), ``layers`` (list of dicts with ``name``, ``class``,
@@ -121,15 +121,18 @@ class PromptInput:
     keeps: tuple[Keep, ...]
     history: tuple[dict[str, Any], ...]
     region: Region | None = None
+    notes: tuple[str, ...] = ()
 
 
 def prompt_input(objective: Any, journal: Journal, hints: Iterable[Hint], keeps: Iterable[Keep],
                  *, rejected: Iterable[str] = (), region: Region | None = None,
-                 samples: int = 0, draft: Candidate | None = None) -> PromptInput:
+                 samples: int = 0, draft: Candidate | None = None,
+                 notes: Iterable[str] = ()) -> PromptInput:
     """Gather the prompt's data. ``rejected`` hint keys are dropped everywhere (the loop
     already drops them from ``hints``; the history needs it too). ``samples`` > 0 adds that
     many training rows; by default the data is shapes and statistics only. ``draft`` stands
-    for the best candidate while the journal is empty (shown as not yet scored)."""
+    for the best candidate while the journal is empty (shown as not yet scored). ``notes``:
+    the user's own free-text hints for the run (``Store.user_notes``)."""
     rejected = set(rejected)
     hints = tuple(h for h in sort_hints(list(hints)) if h.key not in rejected)
     context = getattr(objective, "prompt_context", None)
@@ -154,7 +157,7 @@ def prompt_input(objective: Any, journal: Journal, hints: Iterable[Hint], keeps:
     return PromptInput(objective=objective.describe(), reference=reference,
                        data=data_profile(task, samples) if hasattr(task, "part") else None,
                        best=best_d, hints=hints, keeps=tuple(keeps), history=history,
-                       region=region)
+                       region=region, notes=tuple(n.strip() for n in notes if n.strip()))
 
 
 def data_profile(task: Any, samples: int = 0) -> dict[str, Any]:
@@ -198,6 +201,9 @@ def build_messages(inp: PromptInput, options: PromptOptions = PromptOptions()
     if inp.best:
         parts.append(_best(inp.best, lim["other_file"]))
     parts.append(_hints(inp.hints, lim["minor"]))
+    if inp.notes:
+        parts.append("# The user's notes (hints of their own: follow them unless a check "
+                     "above contradicts them)\n" + "\n".join(f"- {n}" for n in inp.notes))
     if inp.keeps:
         parts.append("# Keep: these parts pass, do not change them\n"
                      + "\n".join(f"- {k.check}: {k.what}" for k in inp.keeps))

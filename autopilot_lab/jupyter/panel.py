@@ -82,10 +82,12 @@ class RunPanel:
             grid_template_columns="auto auto auto minmax(80px, 1fr) minmax(80px, 1fr) 2fr auto",
             grid_gap="2px 10px", width="100%"))
         self.note_text = widgets.Textarea(
-            placeholder="A hint of your own (stored with the run as a note)",
+            placeholder="A hint of your own: an LLM agent reads it in its next prompt "
+                        "(the offline rules agent cannot read free text)",
             layout=widgets.Layout(width="60%", height="60px"))
         self.note_button = widgets.Button(description="Add hint", icon="comment",
-                                          tooltip="store this text as a note for the run")
+                                          tooltip="store this text with the run; the LLM "
+                                                  "agent's next prompt lists it")
         self.continue_button = widgets.Button(
             description="Continue", icon="play", disabled=True, button_style="primary",
             tooltip="go on to the next iteration with the decisions made")
