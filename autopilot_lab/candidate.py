@@ -27,10 +27,12 @@ class Recipe:
     ``early_stopping`` is the patience in epochs on the validation loss (0 = off);
     ``restore_best`` puts back the best weights when it stops.
     ``grad_clip`` is the max gradient norm (0 = off).
-    ``eps``, ``betas`` (Adam family) and ``momentum`` (SGD, RMSprop) are the optimizer's
-    constants; ``weight_decay`` is decoupled for AdamW. ``keras_epsilon`` adds Adam's epsilon
-    after the bias correction, as Keras does (torch adds it before: the two differ in early
-    steps by a factor sqrt(1 - beta_2^t) on epsilon).
+    ``eps``, ``betas`` (Adam family), ``momentum`` (SGD, RMSprop), ``rho`` and ``centered``
+    (RMSprop) and ``nesterov`` (SGD) are the optimizer's constants; ``weight_decay`` is
+    decoupled for AdamW. ``keras_epsilon`` steps the optimizer as Keras does
+    (``harness.keras_optim``: Adam's epsilon after the bias correction, RMSprop's inside the
+    square root, decoupled weight decay for every optimizer); a recipe translated from Keras
+    sets it.
     ``penalties`` are explicit loss terms, Keras regularizers as they are:
     ``{"param": <state_dict key>, "l1": float, "l2": float}`` adds
     ``l1 * sum(|w|) + l2 * sum(w**2)`` to the mean loss.
@@ -54,6 +56,9 @@ class Recipe:
     eps: float = 1e-8
     betas: tuple[float, float] = (0.9, 0.999)
     momentum: float = 0.9
+    rho: float = 0.9
+    nesterov: bool = False
+    centered: bool = False
     keras_epsilon: bool = False
     restore_best: bool = True
     penalties: tuple[dict, ...] = ()

@@ -23,7 +23,8 @@ DYN_LOSS_RTOL = 1e-3
 DYN_WEIGHT_TOL = 1e-5  # max abs error after K steps, relative to max(1, weight scale) ...
 NOISE_FACTOR = 10      # ... or to 10x the candidate's own float32-vs-float64 drift
 MOVED_FRACTION = 0.05  # ... or to 5% of how far Keras moved the weight (see _drifted)
-RECIPE_SETTINGS = ("optimizer", "lr", "eps", "betas", "momentum")
+RECIPE_SETTINGS = ("optimizer", "lr", "eps", "betas", "momentum", "rho", "nesterov",
+                   "centered")
 
 
 def _num(x) -> float:
@@ -199,6 +200,8 @@ def _dynamics_hints(check: str, dyn: dict, c: Candidate, expect: dict,
              if weights else "")
     want, have = expect["recipe"], c.recipe.to_dict()
     for key in RECIPE_SETTINGS:  # a setting that differs is the cause, drift seen or not
+        if key not in want or key not in have:
+            continue
         w, h = want[key], have[key]
         same = w == h if isinstance(w, (str, list)) else abs(float(w) - float(h)) <= \
             1e-12 + 1e-9 * abs(float(w))

@@ -18,6 +18,11 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from autopilot_lab.candidate import Recipe
+from autopilot_lab.harness.keras_optim import (  # noqa: F401  (KerasAdam: the harness's name)
+    KerasAdam,
+    keras_optimizer,
+    keras_sparse_squares,
+)
 
 
 @dataclass
@@ -180,92 +185,15 @@ def targets(y: np.ndarray, loss_name: str, prep: Prepared) -> torch.Tensor:
     return torch.as_tensor((y - prep.y_mean) / prep.y_std, dtype=torch.float32).reshape(-1, 1)
 
 
-class KerasAdam(torch.optim.Optimizer):
-    """Adam/AdamW exactly as Keras 3 steps: epsilon added to sqrt(v) after the bias
-    correction has been folded into the step size; decoupled weight decay (AdamW).
-
-    The step size is computed as Keras computes it, in the weight's dtype from float32 copies
-    of the hyperparameters (Keras casts ``beta_2`` through a float32 tensor before raising it
-    to the step: 1 - 0.999f is 1.3e-5 off 1 - 0.999, which moved every step by 6.4e-6 of the
-    learning rate when the powers were taken in Python floats, 100x float32 rounding)."""
-
-    def __init__(self, params, lr: float, betas=(0.9, 0.999), eps: float = 1e-7,
-                 weight_decay: float = 0.0):
-        super().__init__(params, {"lr": lr, "betas": betas, "eps": eps,
-                                  "weight_decay": weight_decay})
-
-    def zero_grad(self, set_to_none: bool = True) -> None:
-        super().zero_grad(set_to_none)
-        for group in self.param_groups:
-            for p in group["params"]:
-                p._keras_squares = None  # those of a backward that no step used
-
-    @staticmethod
-    def _keras_scalar(value: float, like: torch.Tensor) -> torch.Tensor:
-        """``ops.cast(python float, dtype)``: the float32 value, in ``like``'s dtype."""
-        return torch.tensor(float(np.float32(value)), dtype=like.dtype, device=like.device)
-
-    @torch.no_grad()
-    def step(self, closure=None):
-        for group in self.param_groups:
-            b1, b2 = group["betas"]
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                state = self.state[p]
-                if not state:
-                    state["t"] = 0
-                    state["m"] = torch.zeros_like(p)
-                    state["v"] = torch.zeros_like(p)
-                state["t"] += 1
-                m, v = state["m"], state["v"]
-                lr = self._keras_scalar(group["lr"], p)
-                if group["weight_decay"]:
-                    p.sub_(p * self._keras_scalar(group["weight_decay"], p) * lr)
-                t = torch.tensor(float(state["t"]), dtype=p.dtype, device=p.device)
-                b1_t = torch.pow(self._keras_scalar(b1, p), t)
-                b2_t = torch.pow(self._keras_scalar(b2, p), t)
-                lr_t = lr * torch.sqrt(1 - b2_t) / (1 - b1_t)
-                m.add_((p.grad - m) * (1 - b1))
-                squares = getattr(p, "_keras_squares", None)  # see keras_sparse_squares
-                p._keras_squares = None
-                v.add_(((squares if squares is not None else p.grad.square()) - v) * (1 - b2))
-                p.sub_(m * lr_t / (v.sqrt() + group["eps"]))
-
-
-def keras_sparse_squares(model: nn.Module) -> None:
-    """Keras' Adam gets an Embedding's gradient as IndexedSlices, one slice per looked-up id,
-    and squares the slices before summing the repeats into its second moment: a row looked up
-    k times in a batch adds sum(g_i ** 2), where torch's dense gradient gives (sum g_i) ** 2.
-    A categorical column with 7 codes repeats every id ~9 times in a batch of 64, so the two
-    second moments, and the step sizes, differ by up to k-fold. Backward hooks on the
-    ``nn.Embedding`` modules leave that sum of squares on the weight for ``KerasAdam``."""
-    for module in model.modules():
-        if type(module) is nn.Embedding and not getattr(module, "_keras_sparse", False):
-            module._keras_sparse = True
-            module.register_forward_hook(_watch_gradient)
-
-
-def _watch_gradient(module: nn.Embedding, inputs: tuple, output: torch.Tensor) -> None:
-    if output.requires_grad:
-        ids = inputs[0].detach().reshape(-1)
-        output.register_hook(lambda grad: _add_squares(module.weight, ids, grad))
-
-
-def _add_squares(weight: torch.Tensor, ids: torch.Tensor, grad: torch.Tensor) -> None:
-    squares = torch.zeros_like(weight).index_add_(
-        0, ids, grad.reshape(-1, weight.shape[1]).square())
-    previous = getattr(weight, "_keras_squares", None)  # an embedding called twice per step
-    weight._keras_squares = squares if previous is None else previous + squares
-
-
 def make_optimizer(model: nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
+    """The recipe's optimizer: stepped as Keras steps it when ``recipe.keras_epsilon`` (a
+    recipe translated from Keras; ``harness.keras_optim``), else torch's own."""
     params = [p for p in model.parameters() if p.requires_grad]
     r = recipe
-    if r.keras_epsilon and r.optimizer in ("adam", "adamw"):
-        keras_sparse_squares(model)
-        return KerasAdam(params, lr=r.lr, betas=r.betas, eps=r.eps,
-                         weight_decay=r.weight_decay if r.optimizer == "adamw" else 0.0)
+    if r.keras_epsilon and r.optimizer in ("adam", "adamw", "rmsprop", "sgd"):
+        return keras_optimizer(model, r.optimizer, r.lr, betas=r.betas, eps=r.eps,
+                               momentum=r.momentum, rho=r.rho, nesterov=r.nesterov,
+                               centered=r.centered, weight_decay=r.weight_decay)
     if r.optimizer == "adam":
         return torch.optim.Adam(params, lr=r.lr, betas=r.betas, eps=r.eps,
                                 weight_decay=r.weight_decay)
@@ -273,9 +201,10 @@ def make_optimizer(model: nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
         return torch.optim.AdamW(params, lr=r.lr, betas=r.betas, eps=r.eps,
                                  weight_decay=r.weight_decay)
     if r.optimizer == "rmsprop":
-        return torch.optim.RMSprop(params, lr=r.lr, eps=r.eps, momentum=r.momentum,
-                                   weight_decay=r.weight_decay)
-    return torch.optim.SGD(params, lr=r.lr, momentum=r.momentum, weight_decay=r.weight_decay)
+        return torch.optim.RMSprop(params, lr=r.lr, alpha=r.rho, eps=r.eps, momentum=r.momentum,
+                                   centered=r.centered, weight_decay=r.weight_decay)
+    return torch.optim.SGD(params, lr=r.lr, momentum=r.momentum, weight_decay=r.weight_decay,
+                           nesterov=r.nesterov and r.momentum > 0)
 
 
 def make_schedule(opt: torch.optim.Optimizer, recipe: Recipe, steps: int):

@@ -6,7 +6,7 @@ meta) in torch layout, so the sandboxed probe compares without TensorFlow.
 Dropout is switched off on both sides for the K-step comparison; dropout placement is
 compared structurally instead. Embedding gradients reach Keras' optimizer as they do in
 ``fit`` (IndexedSlices: Adam squares each occurrence of a repeated id before summing), which
-our harness's ``KerasAdam`` reproduces (``harness.training.keras_sparse_squares``).
+our harness's ``KerasAdam`` reproduces (``harness.keras_optim.keras_sparse_squares``).
 """
 
 from __future__ import annotations
@@ -82,7 +82,9 @@ def recipe_from_keras(fit: dict[str, Any], translation: Translation, kind: str) 
         eps=float(opt.get("epsilon") or 1e-7),
         momentum=float(opt.get("momentum") or 0.0) if optimizer in ("sgd", "rmsprop") else 0.9,
         betas=(float(opt.get("beta_1") or 0.9), float(opt.get("beta_2") or 0.999)),
-        penalties=tuple(penalties), keras_epsilon=optimizer in ("adam", "adamw"),
+        rho=float(opt.get("rho") or 0.9), nesterov=bool(opt.get("nesterov", False)),
+        centered=bool(opt.get("centered", False)),
+        penalties=tuple(penalties), keras_epsilon=True,
         class_weight=fit.get("class_weight"))
 
 
@@ -238,7 +240,8 @@ class KerasReference:
         r = self.recipe
         return {"batchnorm": bn, "dropout": dropout,
                 "recipe": {"optimizer": r.optimizer, "lr": r.lr, "eps": r.eps,
-                           "betas": list(r.betas), "momentum": r.momentum,
+                           "betas": list(r.betas), "momentum": r.momentum, "rho": r.rho,
+                           "nesterov": r.nesterov, "centered": r.centered,
                            "from_logits": r.from_logits, "loss": r.loss,
                            "penalties": [dict(p) for p in r.penalties],
                            "epochs": r.epochs, "batch_size": r.batch_size,

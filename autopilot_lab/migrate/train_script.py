@@ -1,12 +1,14 @@
 """`train.py` for a migrated model: the translated recipe as a plain PyTorch script.
 
 The script depends on torch and numpy only (not on autopilot_lab), so a team can keep it next
-to `model.py` and `weights.pt`; it reproduces the harness's Keras-faithful training loop.
+to `model.py` and `weights.pt`. Its optimizer is the harness's own Keras-stepped one: the
+source of `harness.keras_optim` is copied into the script, so it steps as the run verified.
 """
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from autopilot_lab.candidate import Candidate
 
@@ -21,8 +23,11 @@ import sys
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from model import {entry}
+
+# KERAS_OPTIM_SOURCE
 
 RECIPE = {recipe}
 KIND = "{kind}"
@@ -62,14 +67,20 @@ def main(path):
     torch.manual_seed(r["seed"])
     model = {entry}()
     model.load_state_dict(torch.load("weights.pt", weights_only=True))
-    opt_cls = {{"adam": torch.optim.Adam, "adamw": torch.optim.AdamW,
-               "sgd": torch.optim.SGD, "rmsprop": torch.optim.RMSprop}}[r["optimizer"]]
-    kwargs = {{"lr": r["lr"], "weight_decay": r["weight_decay"]}}
-    if r["optimizer"] in ("adam", "adamw"):
-        kwargs.update(betas=tuple(r["betas"]), eps=r["eps"])
+    if r["keras_epsilon"]:  # a recipe translated from Keras: Keras' arithmetic
+        opt = keras_optimizer(model, r["optimizer"], r["lr"], betas=tuple(r["betas"]),
+                              eps=r["eps"], momentum=r["momentum"], rho=r["rho"],
+                              nesterov=r["nesterov"], centered=r["centered"],
+                              weight_decay=r["weight_decay"])
     else:
-        kwargs.update(momentum=r["momentum"])
-    opt = opt_cls(model.parameters(), **kwargs)
+        opt_cls = {{"adam": torch.optim.Adam, "adamw": torch.optim.AdamW,
+                   "sgd": torch.optim.SGD, "rmsprop": torch.optim.RMSprop}}[r["optimizer"]]
+        kwargs = {{"lr": r["lr"], "weight_decay": r["weight_decay"]}}
+        if r["optimizer"] in ("adam", "adamw"):
+            kwargs.update(betas=tuple(r["betas"]), eps=r["eps"])
+        else:
+            kwargs.update(momentum=r["momentum"])
+        opt = opt_cls(model.parameters(), **kwargs)
     as_y = (lambda a: torch.as_tensor(a, dtype=torch.long)) if KIND != "regression" and \\
         r["loss"] == "cross_entropy" else (lambda a: torch.as_tensor(a, dtype=torch.float32)
                                            .reshape(len(a), -1))
@@ -106,10 +117,21 @@ if __name__ == "__main__":
 '''
 
 
+def keras_optim_source() -> str:
+    """``harness/keras_optim.py`` without its docstring and imports (the script has them)."""
+    from autopilot_lab.harness import keras_optim
+
+    text = Path(keras_optim.__file__).read_text()
+    body = text[text.index("\nclass KerasOptimizer"):].strip()
+    return ("# Keras' optimizers stepped in torch, copied from autopilot_lab.harness.keras_optim"
+            "\n\n\n" + body + "\n")
+
+
 def train_script(candidate: Candidate, kind: str) -> str:
     recipe = candidate.recipe.to_dict()
     return TEMPLATE.format(entry=candidate.entry, kind=kind,
                            recipe=json.dumps(recipe, indent=4).replace("true", "True")
                            .replace("false", "False").replace("null", "None"),
                            recipe_line=", ".join(f"{k}={recipe[k]}" for k in
-                                                 ("optimizer", "lr", "epochs", "batch_size")))
+                                                 ("optimizer", "lr", "epochs", "batch_size"))
+                           ).replace("# KERAS_OPTIM_SOURCE\n", keras_optim_source())
