@@ -513,6 +513,19 @@ def test_fresh_model_has_keras_initialization():
     assert not net.lstm.bias_hh_l0.requires_grad
 
 
+@pytest.mark.parametrize("layer", ["Conv1D", "Conv1DTranspose"])
+def test_fresh_convolution_takes_keras_bias_initializer(layer):
+    """A non-default bias initializer holds on a fresh init (transposed convolutions used to
+    keep the zero default)."""
+    inp = keras.Input((8, 3))
+    out = getattr(L, layer)(4, 3, bias_initializer="ones", name="conv")(inp)
+    t = translate(keras.Model(inp, out, name="bias_init"))
+    mod = types.ModuleType("bias_init")
+    exec(t.source, mod.__dict__)
+    net = getattr(mod, t.class_name)()
+    assert (net.conv.bias.detach().numpy() == 1).all()
+
+
 def test_emitted_model_imports_with_torch_alone(tmp_path):
     keras.utils.set_random_seed(0)
     models = {

@@ -139,21 +139,20 @@ def _conv_kwargs(
     return ", ".join(parts)
 
 
-def _conv_weights_and_call(
+def _conv_weights(
     b: Builder,
     node: GraphNode,
-    n: int,
+    module: str,
     attr: str,
-    x: Value,
     kernel: tuple[np.ndarray, str],
     initializer_key: str,
 ) -> None:
-    """What a convolution rule does once its ``nn.Conv{n}d`` is declared as ``attr``: the
-    converted kernel (and bias) with their initializers, the call and the activation."""
+    """The converted kernel (and bias) of a convolution declared as ``attr`` (a ``module``
+    such as ``nn.Conv2d``), with the initializers Keras names for them."""
     layer, c = node.layer, cfg(node.layer)
     array, how = kernel
     b.weight(layer, layer.kernel, f"{attr}.weight", array, how)
-    b.default_init("linear", f"nn.Conv{n}d")
+    b.default_init("linear", module)
     init_weight(
         b,
         layer,
@@ -173,10 +172,19 @@ def _conv_weights_and_call(
             tuple(layer.bias.shape),
             default="Zeros",
         )
+
+
+def _call_conv(b: Builder, node: GraphNode, attr: str, x: Value, crops: tuple = ()) -> None:
+    """The forward line of a convolution, the end crop of a transposed 'same' one, and the
+    activation."""
+    layer = node.layer
     y = b.assign(
         f"self.{attr}({x.var})", ref=node.outputs[0], layout=x.layout, reuse=x, hint=layer.name
     )
-    apply_activation(b, c.get("activation"), y, node.outputs[0])
+    if any(crops):
+        index = ", ".join(":-1" if cr else ":" for cr in crops)
+        b.emit(f"{y.var} = {y.var}[:, :, {index}]  # Keras 'same' crops the odd pixel at the end")
+    apply_activation(b, cfg(layer).get("activation"), y, node.outputs[0])
 
 
 @register(
@@ -200,8 +208,10 @@ def conv(b: Builder, node: GraphNode) -> None:
     attr = b.add_module(
         layer, f"nn.Conv{n}d({cin}, {cout}, {_conv_kwargs(k, s, d, pad, groups, bias)})"
     )
-    kernel, how = W.conv_kernel(arr(layer.kernel))
-    _conv_weights_and_call(b, node, n, attr, x, (kernel, how), "kernel_initializer")
+    _conv_weights(
+        b, node, f"nn.Conv{n}d", attr, W.conv_kernel(arr(layer.kernel)), "kernel_initializer"
+    )
+    _call_conv(b, node, attr, x)
 
 
 @register(
@@ -222,8 +232,15 @@ def depthwise_conv(b: Builder, node: GraphNode) -> None:
     attr = b.add_module(
         layer, f"nn.Conv{n}d({cin}, {cin * mult}, {_conv_kwargs(k, s, d, pad, cin, bias)})"
     )
-    kernel, how = W.depthwise_kernel(arr(layer.kernel))
-    _conv_weights_and_call(b, node, n, attr, x, (kernel, how), "depthwise_initializer")
+    _conv_weights(
+        b,
+        node,
+        f"nn.Conv{n}d",
+        attr,
+        W.depthwise_kernel(arr(layer.kernel)),
+        "depthwise_initializer",
+    )
+    _call_conv(b, node, attr, x)
 
 
 SEPARABLE = '''
@@ -339,23 +356,12 @@ def conv_transpose(b: Builder, node: GraphNode) -> None:
     if any(out_pads):
         kw += f", output_padding={ints(tuple(out_pads))}"
     attr = b.add_module(layer, f"nn.ConvTranspose{n}d({cin}, {cout}, {kw})")
-    kernel, how = W.conv_transpose_kernel(arr(layer.kernel))
-    b.weight(layer, layer.kernel, f"{attr}.weight", kernel, how)
-    b.default_init("linear", f"nn.ConvTranspose{n}d")
-    init_weight(
+    _conv_weights(
         b,
-        layer,
-        c.get("kernel_initializer"),
-        f"self.{attr}.weight",
-        tuple(layer.kernel.shape),
-        kernel.shape,
+        node,
+        f"nn.ConvTranspose{n}d",
+        attr,
+        W.conv_transpose_kernel(arr(layer.kernel)),
+        "kernel_initializer",
     )
-    if bias:
-        b.weight(layer, layer.bias, f"{attr}.bias", arr(layer.bias), "as is")
-    y = b.assign(
-        f"self.{attr}({x.var})", ref=node.outputs[0], layout=x.layout, reuse=x, hint=layer.name
-    )
-    if any(crops):
-        index = ", ".join(":-1" if cr else ":" for cr in crops)
-        b.emit(f"{y.var} = {y.var}[:, :, {index}]  # Keras 'same' crops the odd pixel at the end")
-    apply_activation(b, c.get("activation"), y, node.outputs[0])
+    _call_conv(b, node, attr, x, tuple(crops))
