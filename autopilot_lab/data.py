@@ -277,26 +277,38 @@ def _openml_within(openml: Any, fetch: Callable[[], None], label: str, timeout: 
     return where
 
 
-def _openml_suite_tasks(text: str, spec: str) -> list[int]:
-    alias = OPENML_SUITE_ALIASES.get(text.lower())
-    suite_id: int | str = alias if alias is not None else (int(text) if text.isdigit() else text)
+def _openml_call(spec: str, label: str, call: Callable[[Any], dict[str, Any]], offline: str,
+                 instead: str) -> tuple[Any, dict[str, Any], str]:
+    """``call(openml)`` through ``_openml_within``, with ``$AUTOPILOT_OPENML_TIMEOUT``'s wait:
+    (the openml module, what ``call`` returned or ``{"error": exception}``, where it looked).
+    ``instead`` names the offline alternative when the openml package is missing."""
     try:
         import openml
     except ImportError:
         raise DataError(f"{spec!r} needs the openml package: pip install "
-                        "'autopilot-lab[openml]', or use local-suite:<folder>") from None
+                        f"'autopilot-lab[openml]', or use {instead}") from None
     timeout = float(os.environ.get(ENV_OPENML_TIMEOUT, OPENML_TIMEOUT_S))
     result: dict[str, Any] = {}
 
     def fetch() -> None:
         try:
-            result["tasks"] = list(openml.study.get_suite(suite_id).tasks or [])
-        except Exception as exc:  # re-raised below as a DataError in the caller's thread
+            result.update(call(openml))
+        except Exception as exc:  # re-raised by the caller, in the caller's thread
             result["error"] = exc
 
+    where = _openml_within(openml, fetch, label, timeout, offline)
+    return openml, result, where
+
+
+def _openml_suite_tasks(text: str, spec: str) -> list[int]:
+    alias = OPENML_SUITE_ALIASES.get(text.lower())
+    suite_id: int | str = alias if alias is not None else (int(text) if text.isdigit() else text)
     offline = ("Run once with network access to fill the cache, or use a local copy "
                "(local-suite:<folder>).")
-    where = _openml_within(openml, fetch, f"suite {suite_id}", timeout, offline)
+    _, result, where = _openml_call(
+        spec, f"suite {suite_id}",
+        lambda openml: {"tasks": list(openml.study.get_suite(suite_id).tasks or [])},
+        offline, "local-suite:<folder>")
     exc = result.get("error")
     if exc is not None:
         raise DataError(f"OpenML suite {suite_id} could not be loaded: it is not cached and the "
@@ -433,29 +445,19 @@ def _load_openml(text: str, spec: str) -> _Raw:
     except ValueError:
         raise DataError(f"openml spec {spec!r} needs an integer task id, e.g. openml:31 "
                         "(a task id, not a dataset id or name)") from None
-    try:
-        import openml
-    except ImportError:
-        raise DataError(f"{spec!r} needs the openml package: pip install "
-                        "'autopilot-lab[openml]', or use a local: dataset") from None
-    timeout = float(os.environ.get(ENV_OPENML_TIMEOUT, OPENML_TIMEOUT_S))
-    result: dict[str, Any] = {}
-
-    def fetch() -> None:
-        try:
-            task = openml.tasks.get_task(task_id, download_splits=True, download_data=True,
-                                         download_qualities=False,
-                                         download_features_meta_data=False)
-            result["X"], result["y"] = task.get_X_and_y(dataset_format="dataframe")
-            result["train"], result["test"] = task.get_train_test_split_indices(
-                fold=0, repeat=0, sample=0)
-            result["task"], result["dataset"] = task, task.get_dataset()
-        except Exception as exc:  # re-raised below as a DataError in the caller's thread
-            result["error"] = exc
+    def fetch(openml: Any) -> dict[str, Any]:
+        task = openml.tasks.get_task(task_id, download_splits=True, download_data=True,
+                                     download_qualities=False,
+                                     download_features_meta_data=False)
+        X, y = task.get_X_and_y(dataset_format="dataframe")
+        train, test = task.get_train_test_split_indices(fold=0, repeat=0, sample=0)
+        return {"X": X, "y": y, "train": train, "test": test, "task": task,
+                "dataset": task.get_dataset()}
 
     offline = ("Run once with network access to fill the cache, or use a local copy "
                "(local:<name>, see list_local()).")
-    where = _openml_within(openml, fetch, f"task {task_id}", timeout, offline)
+    openml, result, where = _openml_call(spec, f"task {task_id}", fetch, offline,
+                                         "a local: dataset")
     exc = result.get("error")
     if exc is not None:
         raise _openml_error(exc, task_id, where, offline) from None
