@@ -200,8 +200,6 @@ def _dynamics_hints(check: str, dyn: dict, c: Candidate, expect: dict,
              if weights else "")
     want, have = expect["recipe"], c.recipe.to_dict()
     for key in RECIPE_SETTINGS:  # a setting that differs is the cause, drift seen or not
-        if key not in want or key not in have:
-            continue
         w, h = want[key], have[key]
         same = w == h if isinstance(w, (str, list)) else abs(float(w) - float(h)) <= \
             1e-12 + 1e-9 * abs(float(w))

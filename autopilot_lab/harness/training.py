@@ -18,11 +18,7 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from autopilot_lab.candidate import Recipe
-from autopilot_lab.harness.keras_optim import (  # noqa: F401  (KerasAdam: the harness's name)
-    KerasAdam,
-    keras_optimizer,
-    keras_sparse_squares,
-)
+from autopilot_lab.harness.keras_optim import keras_optimizer
 
 
 @dataclass
@@ -188,12 +184,12 @@ def targets(y: np.ndarray, loss_name: str, prep: Prepared) -> torch.Tensor:
 def make_optimizer(model: nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
     """The recipe's optimizer: stepped as Keras steps it when ``recipe.keras_epsilon`` (a
     recipe translated from Keras; ``harness.keras_optim``), else torch's own."""
-    params = [p for p in model.parameters() if p.requires_grad]
     r = recipe
     if r.keras_epsilon and r.optimizer in ("adam", "adamw", "rmsprop", "sgd"):
         return keras_optimizer(model, r.optimizer, r.lr, betas=r.betas, eps=r.eps,
                                momentum=r.momentum, rho=r.rho, nesterov=r.nesterov,
                                centered=r.centered, weight_decay=r.weight_decay)
+    params = [p for p in model.parameters() if p.requires_grad]
     if r.optimizer == "adam":
         return torch.optim.Adam(params, lr=r.lr, betas=r.betas, eps=r.eps,
                                 weight_decay=r.weight_decay)

@@ -78,8 +78,11 @@ def main(path):
         kwargs = {{"lr": r["lr"], "weight_decay": r["weight_decay"]}}
         if r["optimizer"] in ("adam", "adamw"):
             kwargs.update(betas=tuple(r["betas"]), eps=r["eps"])
+        elif r["optimizer"] == "rmsprop":
+            kwargs.update(momentum=r["momentum"], alpha=r["rho"], eps=r["eps"],
+                          centered=r["centered"])
         else:
-            kwargs.update(momentum=r["momentum"])
+            kwargs.update(momentum=r["momentum"], nesterov=r["nesterov"] and r["momentum"] > 0)
         opt = opt_cls(model.parameters(), **kwargs)
     as_y = (lambda a: torch.as_tensor(a, dtype=torch.long)) if KIND != "regression" and \\
         r["loss"] == "cross_entropy" else (lambda a: torch.as_tensor(a, dtype=torch.float32)

@@ -10,7 +10,7 @@ import torch
 keras = pytest.importorskip("keras")
 
 from autopilot_lab import data  # noqa: E402
-from autopilot_lab.harness import shared_dropout, training  # noqa: E402
+from autopilot_lab.harness import keras_optim, shared_dropout, training  # noqa: E402
 from autopilot_lab.migrate import keras_fit_config, translate  # noqa: E402
 from autopilot_lab.migrate.reference import recipe_from_keras  # noqa: E402
 from autopilot_lab.migrate.shared_masks import _layer_class, shareable  # noqa: E402
@@ -169,7 +169,7 @@ def test_an_embedding_steps_as_keras_adam_steps_its_sparse_gradient():
         emb = torch.nn.Embedding(4, 3)
         emb.weight.data = torch.from_numpy(table.copy())
         recipe = Recipe(optimizer="adam", lr=0.1, keras_epsilon=True, eps=1e-7)
-        opt_t = training.make_optimizer(emb, recipe) if hooks else training.KerasAdam(
+        opt_t = training.make_optimizer(emb, recipe) if hooks else keras_optim.KerasAdam(
             emb.parameters(), lr=0.1, eps=1e-7)
         for _ in range(3):
             opt_t.zero_grad()
