@@ -671,6 +671,8 @@ def main(argv: list[str] | None = None) -> int:
     rows = [rows_by_spec[e["spec"]] for e in entries if e["spec"] in rows_by_spec]
     summary = summarize(rows, wall)
     summary["wall_seconds_runs"] = _wall_history(args.summary, wall, len(todo))
+    if not todo and summary["wall_seconds_runs"]:  # a resume that ran nothing: the figures
+        summary["wall_seconds"] = summary["wall_seconds_runs"][-1]["wall_seconds"]  # are theirs
     settings = {"source": args.source, "budget_s": args.budget, "max_iters": args.max_iters,
                 "max_rows": args.max_rows, "workers": workers, "threads": args.threads,
                 "device": args.device, "backend": args.backend, "epochs": args.epochs,
