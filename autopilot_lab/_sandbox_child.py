@@ -1,4 +1,5 @@
-"""Trusted harness that runs inside the sandbox: ``python -s _sandbox_child.py STATUS_FD SPEC_FD``.
+"""Trusted harness that runs inside the sandbox: ``python -s _sandbox_child.py STATUS_FD SPEC_FD
+[REPLY_FD]``.
 
 It reads the run spec (JSON) from SPEC_FD, lowers its rlimits, then forks: the worker imports
 the job (``package.module:function``), calls ``function(payload, workdir)`` and writes one JSON
@@ -89,8 +90,10 @@ def _encode(message: dict, max_bytes: int, job: str) -> bytes:
     return line + b"\n"
 
 
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
+def _send(fd: int, line: bytes) -> None:
+    """Write ``line`` to the status pipe as a line of its own: the leading newline ends any
+    partial line that candidate code (which can find the pipe) left there."""
+    view = memoryview(b"\n" + line)
     while view:
         view = view[os.write(fd, view):]
 
@@ -109,7 +112,7 @@ def _worker(spec: dict, status_fd: int) -> None:
             stream.flush()
         except Exception:  # the job may have closed or replaced its streams
             pass
-    _write_all(status_fd, data)
+    _send(status_fd, data)
     # Exit at once: a non-daemon thread or an atexit hook of the job must not outlive its result.
     os._exit(0 if message["status"] == "ok" else 1)
 
@@ -119,10 +122,14 @@ def main(argv: list[str]) -> None:
     with os.fdopen(spec_fd, "rb") as f:
         spec = json.loads(f.read())
     os.set_inheritable(status_fd, False)
+    if len(argv) > 3:  # the job may ask its parent questions (harness.channel)
+        reply_fd = int(argv[3])
+        os.set_inheritable(reply_fd, False)
+        spec["payload"]["_channel"] = {"status_fd": status_fd, "reply_fd": reply_fd}
     if sys.version != spec["python"]:  # e.g. the venv's base interpreter was not reachable
         err = {"type": "SandboxError", "message": f"the sandbox runs Python {sys.version} from "
                f"{sys.base_prefix}, not the caller's {spec['python']}", "traceback": ""}
-        _write_all(status_fd, json.dumps({"status": "error", "error": err}).encode() + b"\n")
+        _send(status_fd, json.dumps({"status": "error", "error": err}).encode() + b"\n")
         os._exit(1)
     _set_rlimits(spec["rlimits"])
     _die_with_parent()
@@ -134,7 +141,7 @@ def main(argv: list[str]) -> None:
     if code < 0:
         code, sig = None, -code
     wait = {"exit_code": code, "signal": sig, "maxrss_kb": usage.ru_maxrss}
-    _write_all(status_fd, json.dumps({"wait": wait}).encode() + b"\n")
+    _send(status_fd, json.dumps({"wait": wait}).encode() + b"\n")
     os._exit(code if code is not None else 128 + sig)
 
 

@@ -24,8 +24,10 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted; `autopilot resume RUN` continues a run", file=sys.stderr)
         return 130
     except (ValueError, KeyError, FileNotFoundError, RuntimeError) as e:
+        from autopilot_lab.text import clean
+
         msg = e.args[0] if isinstance(e, KeyError) and e.args else e
-        print(f"autopilot: error: {msg}", file=sys.stderr)
+        print(f"autopilot: error: {clean(msg)}", file=sys.stderr)
         return 2
 
 
@@ -194,6 +196,7 @@ def _cmd_migrate(args) -> int:
 
 def _cmd_verify(args) -> int:
     from autopilot_lab import api
+    from autopilot_lab.sandbox import Sandbox
 
     card = api.verify(args.keras_model, args.candidate_dir, args.data, fit=_fit(args),
                       datasets_dir=args.datasets_dir)
@@ -207,6 +210,10 @@ def _cmd_verify(args) -> int:
             print(f"{name:<13} skipped (an earlier gate failed)")
         hints = card.hints
         print("\n" + ("\n".join(h.to_text() for h in hints) if hints else "no hints"))
+        missing = Sandbox.missing_layers()
+        print("\nsandbox: " + ("every isolation layer active" if not missing else
+                                "missing layers: " + "; ".join(
+                                    f"{k} ({v})" for k, v in sorted(missing.items()))))
     return 0 if card.all_gates_passed else 1
 
 
@@ -230,9 +237,10 @@ def _cmd_resume(args) -> int:
 
 def _print_result(result) -> None:
     from autopilot_lab.cli_show import render_progression
+    from autopilot_lab.text import clean
 
     print(render_progression(result.report))
-    print(f"\nrun {result.run_id}: {result.status} ({result.reason})")
+    print(f"\nrun {result.run_id}: {result.status} ({clean(result.reason)})")
     if result.best:
         print(f"best: iteration {result.best.n}, score {result.best.score}, targets met: "
               f"{result.targets_met}")

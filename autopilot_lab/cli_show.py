@@ -1,12 +1,19 @@
-"""Plain-text renderings of runs for the terminal (`autopilot runs`, `autopilot show`)."""
+"""Plain-text renderings of runs for the terminal (`autopilot runs`, `autopilot show`).
+
+Text read from the store may come from a candidate (exception messages) or an agent: every
+piece of it goes through :func:`~autopilot_lab.text.clean` so that no control sequence
+reaches the terminal.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
+from autopilot_lab.text import clean, clean_line
+
 
 def _table(headers: list[str], rows: list[list[Any]]) -> str:
-    cells = [[str(c) for c in row] for row in rows]
+    cells = [[clean_line(c) for c in row] for row in rows]
     widths = [max(len(h), *(len(r[i]) for r in cells)) if cells else len(h)
               for i, h in enumerate(headers)]
     line = "  ".join(h.ljust(w) for h, w in zip(headers, widths))
@@ -39,17 +46,17 @@ def render_progression(report: dict) -> str:
             v = it["checks"].get(c)
             row.append(("skip" if c in it["skipped"] else "-") if v is None
                        else ("pass " if v["passed"] else "FAIL ") + f"{v['score']:.3f}")
-        rows.append(row + [f"{it['score']:.3f}", it["summary"][:60]])
+        rows.append(row + [f"{it['score']:.3f}", clean_line(it["summary"])[:60]])
     return _table(["iter", "agent", *checks, "score", "change"], rows)
 
 
 def render_run(run: dict, iterations: list[dict]) -> str:
     out = [f"run {run['id']}  {run['objective']}  {run['status']}"
-           + (f"  ({run['reason']})" if run.get("reason") else ""),
+           + (f"  ({clean(run['reason'])})" if run.get("reason") else ""),
            f"started {run['started_at']}  finished {run.get('finished_at') or '-'}",
            f"folder {run['folder']}"]
     if run.get("error"):
-        out.append(f"error: {run['error']}")
+        out.append(f"error: {clean(run['error'])}")
     if not iterations:
         return "\n".join(out + ["no finished iteration yet"])
     rows, checks = [], []
@@ -65,7 +72,7 @@ def render_run(run: dict, iterations: list[dict]) -> str:
             row.append(("skip" if c in card.skipped else "-") if v is None
                        else ("pass " if v.passed else "FAIL ") + f"{v.score:.3f}")
         rows.append(row + [f"{card.score:.3f}",
-                           it["candidate"].notes.get("summary", "")[:60]])
+                           clean_line(it["candidate"].notes.get("summary", ""))[:60]])
     out += ["", "score progression", _table(["iter", "agent", *checks, "score", "change"],
                                             rows)]
     out += ["", "hints by iteration"]
@@ -76,9 +83,9 @@ def render_run(run: dict, iterations: list[dict]) -> str:
     best = max(iterations, key=lambda i: (i["score"], -i["n"]))
     cand = best["candidate"]
     out += ["", f"winning candidate: iteration {best['n']} (score {best['score']:.3f})",
-            f"  recipe: {cand.recipe.to_dict()}"]
+            f"  recipe: {clean(cand.recipe.to_dict())}"]
     if cand.init_kwargs:
-        out.append(f"  constructor arguments: {cand.init_kwargs}")
+        out.append(f"  constructor arguments: {clean(cand.init_kwargs)}")
     out.append(f"  code: {run['folder']}/best/{cand.main}")
     return "\n".join(out)
 

@@ -63,8 +63,7 @@ def render(report: dict[str, Any]) -> str:
     lines += [f"  gpu              {g}" for g in dev.get("gpus", [])]
     lines += ["", "sandbox layers:"]
     for layer, state in report["sandbox"].items():
-        mark = "on " if state is True else "off" if state is False else "   "
-        lines.append(f"  [{mark}] {layer}" + ("" if isinstance(state, bool) else f": {state}"))
+        lines.append(_layer_line(layer, state))
     lines += ["", f"datasets folder: {report['datasets_dir']}"]
     llm = report.get("llm") or {}
     lines += ["", "llm endpoint:"]
@@ -87,3 +86,12 @@ def render(report: dict[str, Any]) -> str:
         else:
             lines.append(f"  answers          no: {llm.get('error')}")
     return "\n".join(lines)
+
+
+def _layer_line(layer: str, state: bool | str) -> str:
+    """``[on ] name``: True, False, a reason why a layer is off, or "on: how" / "off: why"."""
+    mark = "on " if state is True else "off" if state is False else "   "
+    if isinstance(state, str) and state.startswith(("on:", "off:")):
+        mark, _, state = state.partition(":")
+        mark, state = mark.ljust(3), state.strip()
+    return f"  [{mark}] {layer}" + ("" if isinstance(state, bool) else f": {state}")

@@ -14,6 +14,8 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from autopilot_lab.text import clean
+
 
 class Priority(enum.IntEnum):
     """P1 blocks running or training; P2 wrong results; P3 short of target; P4 minor."""
@@ -54,6 +56,13 @@ class HintKind(enum.Enum):
         "Candidate code raised an exception, crashed, or was killed by a limit.",
         ("fix the exception at the reported place",
          "for a timeout: make the model cheaper or remove the endless loop"))
+    TAMPERING = _KindInfo(
+        Priority.P1, "every sandboxed check",
+        "The sandbox's report broke the measurement protocol: a forged, duplicated, malformed "
+        "or out-of-place message, or measurements of the wrong type or shape. The candidate "
+        "is rejected; the parent judges only measurements it can validate.",
+        ("do not write to the harness's result pipe or patch the harness; return outputs "
+         "from forward() only",))
     RESOURCE_LIMIT = _KindInfo(
         Priority.P1, "sandbox",
         "The candidate ran out of memory, time, processes, file size or output.",
@@ -116,6 +125,10 @@ class HintKind(enum.Enum):
         return self.value.priority
 
 
+_TEXT_LIMITS = {"check": 200, "metric": 200, "observed": 500, "expected": 500,
+                "suggestion": 500, "where": 200}
+
+
 @dataclass(frozen=True)
 class Hint:
     """One actionable shortfall: what was measured, what was expected, what to do."""
@@ -130,6 +143,13 @@ class Hint:
     priority: Priority | None = None
 
     def __post_init__(self) -> None:
+        # observed, suggestion and where often carry a candidate's exception message: strip
+        # terminal control sequences and bound them here, before they reach the store,
+        # a prompt or a screen
+        for name, limit in _TEXT_LIMITS.items():
+            value = getattr(self, name)
+            if isinstance(value, str):
+                object.__setattr__(self, name, clean(value, limit))
         if self.priority is None:
             object.__setattr__(self, "priority", self.kind.default_priority)
 
@@ -200,7 +220,7 @@ def render_hints(hints: list[Hint], keeps: list[Keep] = ()) -> str:
 def _fmt(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.6g}"
-    return str(value)
+    return clean(value, limit=None)
 
 
 def catalogue_markdown(repairs_by_kind: dict[str, list[str]] | None = None) -> str:

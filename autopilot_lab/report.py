@@ -2,6 +2,8 @@
 
 It says, per iteration, what each check scored and which hints it raised, which repair
 answered which hint and whether the hint was gone afterwards (the chain), and what won.
+The markdown is read in terminals too: the text in it that a candidate or an agent wrote goes
+through :func:`~autopilot_lab.text.clean` (the JSON escapes control characters itself).
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ import json
 from typing import Any
 
 from autopilot_lab.journal import Journal
+from autopilot_lab.sandbox import Sandbox
+from autopilot_lab.text import clean, clean_line
 
 
 def build_report(run_id: str, objective, journal: Journal, status: str,
@@ -39,6 +43,7 @@ def build_report(run_id: str, objective, journal: Journal, status: str,
         "objective": objective.describe(), "iterations": iterations,
         "chain": _chain(journal), "best": None,
         "llm": llm_totals if llm_totals is not None else _llm_sum(iterations),
+        "sandbox_missing": Sandbox.missing_layers(),
     }
     if best:
         metric = best.scorecard.verdict("metric")
@@ -117,6 +122,11 @@ def to_markdown(report: dict[str, Any]) -> str:
     if base:
         lines.append(f"- baseline: {base.get('model')} {base.get('primary')} = "
                      f"{base.get('value'):.4g}")
+    missing = report.get("sandbox_missing")
+    if missing is not None:
+        lines.append("- sandbox: every isolation layer active" if not missing else
+                     "- sandbox: missing layers: " + "; ".join(
+                         f"{k} ({clean_line(v)})" for k, v in sorted(missing.items())))
     best = report.get("best")
     if best:
         lines.append(f"- best: iteration {best['iteration']}, score {best['score']}, "
@@ -137,7 +147,8 @@ def to_markdown(report: dict[str, Any]) -> str:
                 cells.append("skipped" if c in it["skipped"] else "-")
             else:
                 cells.append(("pass" if v["passed"] else "FAIL") + f" {v['score']:.3g}")
-        lines.append(f"| {it['n']} | {it['agent']} | " + " | ".join(cells) + f" | {it['score']} |")
+        lines.append(f"| {it['n']} | {clean_line(it['agent'])} | " + " | ".join(cells)
+                     + f" | {it['score']} |")
     lines += ["", "## Agents (which agent produced each iteration, and why)", "",
               "| iteration | agent | why | LLM requests | tokens in / out | cost (USD) |",
               "| --- | --- | --- | --- | --- | --- |"]
@@ -145,8 +156,8 @@ def to_markdown(report: dict[str, Any]) -> str:
         u = it.get("llm") or {}
         usage = (f"{u['requests']} | {u['prompt_tokens']} / {u['completion_tokens']} | "
                  f"{_usd(u.get('cost_usd'))}") if u else "- | - | -"
-        why = (it.get("why") or "-").replace("|", "\\|")
-        lines.append(f"| {it['n']} | {it['agent']} | {why} | {usage} |")
+        why = clean_line(it.get("why") or "-").replace("|", "\\|")
+        lines.append(f"| {it['n']} | {clean_line(it['agent'])} | {why} | {usage} |")
     total = report.get("llm")
     if total:
         lines += ["", "## LLM usage", "",
@@ -160,18 +171,20 @@ def to_markdown(report: dict[str, Any]) -> str:
                   "| iteration | from | hint | repair | change | hint gone |",
                   "| --- | --- | --- | --- | --- | --- |"]
         for c in report["chain"]:
-            lines.append(f"| {c['iteration']} | {c['from_iteration']} | {c['hint']} | "
-                         f"{c['repair']} | {c['change']} | {'yes' if c['resolved'] else 'no'} |")
+            lines.append(f"| {c['iteration']} | {c['from_iteration']} | "
+                         f"{clean_line(c['hint'])} | {clean_line(c['repair'])} | "
+                         f"{clean_line(c['change'])} | {'yes' if c['resolved'] else 'no'} |")
     lines += ["", "## Hints by iteration"]
     for it in report["iterations"]:
-        lines += ["", f"### Iteration {it['n']}" + (f": {it['summary']}" if it["summary"] else "")]
+        summary = clean_line(it["summary"])
+        lines += ["", f"### Iteration {it['n']}" + (f": {summary}" if summary else "")]
         if not it["hints"]:
             lines.append("- no hints")
         for h in it["hints"]:
-            where = f" at `{h['where']}`" if h["where"] else ""
-            lines.append(f"- **{h['priority']} {h['kind']}** ({h['check']}{where}): "
-                         f"{h['metric']} observed `{h['observed']}`, expected "
-                         f"`{h['expected']}`. {h['suggestion']}")
+            where = f" at `{clean(h['where'])}`" if h["where"] else ""
+            lines.append(f"- **{h['priority']} {h['kind']}** ({clean(h['check'])}{where}): "
+                         f"{clean(h['metric'])} observed `{clean(h['observed'], None)}`, "
+                         f"expected `{clean(h['expected'], None)}`. {clean(h['suggestion'])}")
     if best:
         parity = best.get("parity")
         if parity:
@@ -198,5 +211,6 @@ def to_markdown(report: dict[str, Any]) -> str:
                                                            else str(v) for v in ms.values())
                              + " |")
         for fname, text in best["files"].items():
-            lines += ["", f"`{fname}`:", "", "```python", text.rstrip(), "```"]
+            lines += ["", f"`{clean_line(fname)}`:", "", "```python",
+                      clean(text, limit=None).rstrip(), "```"]
     return "\n".join(lines) + "\n"

@@ -6,10 +6,14 @@ starts ``_sandbox_child.py`` in a child process that imports ``pkg.mod`` and cal
 private pipe, so a crash, ``os._exit`` or a kill is never mistaken for success.
 
 Layers, strongest first, each used when the host allows it (``Sandbox.available_layers()``):
-bubblewrap (read-only root, private ``/tmp``, pid/net/ipc/uts namespaces), a privilege drop to a
-distinct uid per concurrent run (61000-61999, no capabilities, no_new_privs), memory and pids
-cgroups, rlimits (file size, open files, core, processes, data), a process group, and parent-side
-RSS polling where no memory cgroup exists. ``Outcome.layers`` records what was active.
+bubblewrap (pid/net/ipc/uts namespaces) around a minimal read-only world (the system folders,
+the dynamic loader's cache, the interpreter and venv, and of the checkout only ``autopilot_lab``
+and the job's own module) whose only writable places are size-bounded tmpfs mounts (``/tmp``,
+holding the work folder, and ``/dev/shm``), a privilege drop to a distinct uid per concurrent
+run (61000-61999, no capabilities, no_new_privs), memory and pids cgroups, rlimits (file size,
+open files, core, processes, data), a process group, and parent-side RSS and scratch-size
+polling where no cgroup or tmpfs bounds them. ``Outcome.layers`` records what was active, and
+``Outcome.protocol`` what was odd on the private result pipe (candidate code can write to it).
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -38,13 +43,18 @@ from typing import Any
 import autopilot_lab
 
 UID_RANGE = range(61000, 62000)  # one uid per concurrently running sandbox
-MAX_RESULT_BYTES = 16 << 20  # a job's JSON result above this becomes an error
+MAX_RESULT_BYTES = 64 << 20  # a job's JSON result above this becomes an error
+MAX_QUESTIONS = 100_000  # a job's questions to its parent (``on_ask``) past this are refused
 OUTPUT_KILL_FACTOR = 50  # kill once stdout+stderr exceed this many times Limits.output_bytes
 PIDS_FAILURES_TO_KILL = 20  # failed forks (pids cgroup) that mark a fork bomb
 ISOLATIONS = ("auto", "bwrap", "process")
 
 _HARNESS = Path(__file__).resolve().with_name("_sandbox_child.py")
-_PROJECT_ROOT = Path(autopilot_lab.__file__).resolve().parent.parent
+_PACKAGE_DIR = Path(autopilot_lab.__file__).resolve().parent
+_PROJECT_ROOT = _PACKAGE_DIR.parent
+# The interpreter by a path that exists inside bwrap too (folders resolved, not the venv's link).
+_PYTHON = os.path.join(os.path.realpath(os.path.dirname(sys.executable)),
+                       os.path.basename(sys.executable))
 _THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
                 "NUMEXPR_NUM_THREADS", "VECLIB_MAXIMUM_THREADS", "TF_NUM_INTRAOP_THREADS",
                 "TF_NUM_INTEROP_THREADS")
@@ -52,6 +62,13 @@ _POLL_S = 0.05  # select timeout: how late a wall-time or output kill can come
 _CHECK_S = 0.2  # between cgroup / RSS checks
 _DRAIN_S = 1.0  # reading output after the child exited, should descendants hold the pipes
 _GONE_S = 3.0  # waiting for killed processes to disappear
+_MAX_STATUS_LINE = MAX_RESULT_BYTES + (1 << 20)  # longer lines on the result pipe are forged
+# What the minimal world shows besides the Python paths: system folders (symlinks into /usr on
+# merged-/usr systems are recreated as symlinks), the dynamic loader's cache (libraries outside
+# the default folders, such as CUDA's) and the time zone. Only ``ldconfig`` reads ld.so.conf.
+_SYSTEM_PATHS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32",
+                 "/etc/ld.so.cache", "/etc/localtime")
+_NETWORK_PATHS = ("/etc/resolv.conf", "/etc/hosts", "/etc/nsswitch.conf", "/etc/ssl")
 # Join the cgroups before exec, so that nothing the child starts is ever outside them.
 _JOIN_CGROUPS = 'while [ "$1" != -- ]; do echo $$ >"$1" || exit 125; shift; done; shift; exec "$@"'
 
@@ -68,17 +85,22 @@ class Limits:
     output_bytes: int = 200_000  # stdout+stderr kept (head and tail); past 50x this: killed
     network: bool = False
     threads: int = 1  # OMP/MKL/torch threads inside (env vars)
+    # What the run may write. Under bwrap /tmp (with the work folder in it) and /dev/shm are each
+    # a tmpfs of this size, in memory and so charged to the memory cgroup too: a write past it
+    # fails with ENOSPC. In process isolation the parent polls the scratch folder's size.
+    scratch_mb: int = 512
 
     def __post_init__(self) -> None:
         for name in ("wall_s", "memory_mb", "processes", "file_size_mb", "open_files",
-                     "output_bytes", "threads"):
+                     "output_bytes", "threads", "scratch_mb"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"Limits.{name} must be > 0, got {getattr(self, name)!r}")
 
 
 _LIMIT_WORDS = {"wall": "wall-time limit", "memory": "memory limit",
                 "processes": "process limit", "file_size": "file-size limit",
-                "output": "output limit", "open_files": "open-files limit"}
+                "output": "output limit", "open_files": "open-files limit",
+                "disk": "scratch disk quota"}
 
 
 @dataclass(frozen=True)
@@ -97,6 +119,7 @@ class Outcome:
     wall_s: float
     peak_memory_mb: float | None
     layers: tuple[str, ...]
+    protocol: tuple[str, ...] = ()  # anomalies on the result pipe: forged or malformed lines
 
     def describe(self) -> str:
         """One sentence saying what happened, for people and for hints."""
@@ -118,6 +141,8 @@ class Outcome:
             return f"raised {raised} {after}{hit}"
         if self.limit == "output":
             return f"killed {after}: output exceeded {OUTPUT_KILL_FACTOR}x the output limit"
+        if self.limit == "disk":
+            return f"stopped {after}: wrote more than the scratch disk quota"
         if self.limit == "processes" and self.signal == signal.SIGKILL:
             return f"killed {after}: kept forking past the process limit"
         if self.signal:
@@ -245,18 +270,53 @@ def _reachable_by_others(path: str) -> bool:
 
 
 def _needed_paths() -> list[str]:
-    """What the child must read: interpreter, standard library, venv, project, and the folders
-    that ``.pth`` files add (editable installs). Not the caller's own sys.path (``/tmp``...)."""
+    """What the child must read: interpreter, standard library, venv, the ``autopilot_lab``
+    package (not the rest of its checkout: an editable install's ``.pth`` naming the checkout
+    is left out) and the other folders that ``.pth`` files add. Not the caller's own sys.path
+    (``/tmp``...). Outermost folders only: installed in a venv, the package is inside it."""
     paths = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix,
-             os.path.dirname(os.path.realpath(sys.executable)), str(_PROJECT_ROOT)}
+             os.path.dirname(os.path.realpath(sys.executable)), str(_PACKAGE_DIR)}
     for site_dir in site.getsitepackages():
         for pth in glob.glob(os.path.join(site_dir, "*.pth")):
             with contextlib.suppress(OSError, UnicodeDecodeError), open(pth) as f:
                 paths.update(os.path.join(site_dir, line.strip()) for line in f
                              if line.strip() and not line.startswith(("#", "import")))
-    real = {os.path.realpath(p) for p in paths if os.path.isdir(p)} - {"/", "/tmp"}
+    real = {os.path.realpath(p) for p in paths if os.path.isdir(p)} - {"/", "/tmp",
+                                                                        str(_PROJECT_ROOT)}
     return sorted(p for p in real
                   if not any(p != q and p.startswith(q.rstrip("/") + "/") for q in real))
+
+
+def _job_files(module: str) -> list[str]:
+    """The job module's source where it lies in the checkout outside ``autopilot_lab`` (tests
+    keep their jobs in ``tests/``): that file or package folder and its packages' ``__init__``."""
+    parts = module.split(".")
+    if parts[0] == _PACKAGE_DIR.name:
+        return []
+    package = _PROJECT_ROOT.joinpath(*parts)
+    source = package.parent / f"{package.name}.py"
+    found = [source] if source.is_file() else [package] if package.is_dir() else []
+    inits = [_PROJECT_ROOT.joinpath(*parts[:i], "__init__.py") for i in range(1, len(parts))]
+    return [str(p) for p in [*inits, *found] if p.exists()]
+
+
+def _world(paths: list[str], network: bool) -> list[str]:
+    """bwrap options for the minimal read-only world on an empty root: the system paths (name
+    resolution too with ``network``) and ``paths``, their parent folders made traversable."""
+    args: list[str] = []
+    made: set[str] = set()
+    bound: list[str] = []
+    for path in [*_SYSTEM_PATHS, *(_NETWORK_PATHS if network else ()), *paths]:
+        if not os.path.lexists(path) or any(path == b or path.startswith(b + "/")
+                                            for b in bound):
+            continue
+        args += _parent_dirs(path, ["/"], made)
+        if path in _SYSTEM_PATHS and os.path.islink(path):
+            args += ["--symlink", os.readlink(path), path]
+        else:
+            args += ["--ro-bind", path, path]
+            bound.append(path)
+    return args
 
 
 @dataclass(frozen=True)
@@ -270,8 +330,7 @@ class _Host:
     memory: _Controller | None
     pids: _Controller | None
     reasons: dict[str, str]  # why a layer is off
-    hidden: tuple[str, ...]  # folders replaced by an empty tmpfs inside bwrap
-    exposed: tuple[str, ...]  # needed paths under a hidden folder or /tmp, bound back read-only
+    needed: tuple[str, ...]  # the Python paths the child reads (bound read-only inside bwrap)
     reachable: bool  # the interpreter and project are readable by an unprivileged uid
 
 
@@ -281,24 +340,12 @@ def _host() -> _Host:
     root = os.geteuid() == 0
     linux = sys.platform.startswith("linux")
     needed = _needed_paths()
-    home = os.path.realpath(os.path.expanduser("~"))
-    hidden: set[str] = set()
-    exposed: list[str] = []
-    for path in needed:
-        parents = [str(a) for a in reversed(Path(path).parents) if str(a) != "/"]
-        tops = ([a for a in parents if not os.stat(a).st_mode & 0o001] if root
-                else [a for a in [*parents, path] if a == home])
-        if tops:
-            hidden.add(tops[0])
-        if tops or path == "/tmp" or path.startswith("/tmp/"):
-            exposed.append(path)
-    hidden = {h for h in hidden if not any(h.startswith(o.rstrip("/") + "/") for o in hidden)}
-
     bwrap = shutil.which("bwrap") if linux else None
     if bwrap is None:
         reasons["bwrap"] = "bubblewrap is not installed" if linux else "bubblewrap needs Linux"
-    else:
-        probe = [bwrap, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc",
+    else:  # the minimal world and a size-bounded tmpfs (--size: bubblewrap 0.8 or later)
+        probe = [bwrap, "--dev", "/dev", "--proc", "/proc", "--size", str(1 << 20),
+                 "--tmpfs", "/tmp", *_world(needed, False), "--remount-ro", "/",
                  "--unshare-pid", "--unshare-net", *([] if root else ["--unshare-user"]),
                  "--", "/bin/true"]
         why = _try(probe)
@@ -325,7 +372,7 @@ def _host() -> _Host:
     if not os.path.isdir("/proc"):
         reasons["rss_polling"] = "no /proc to read resident memory from"
     return _Host(root, bwrap, setpriv, unshare, controllers["memory"], controllers["pids"],
-                 reasons, tuple(sorted(hidden)), tuple(exposed), reachable)
+                 reasons, tuple(needed), reachable)
 
 
 # --- processes, cgroups, uids ------------------------------------------------------------------
@@ -523,6 +570,20 @@ def _scratch_base() -> Path:
     return base
 
 
+def _disk_usage(path: Path) -> int:
+    """Bytes allocated to everything under ``path`` (links not followed; what vanishes or
+    cannot be read while the child writes is skipped)."""
+    total, folders = 0, [str(path)]
+    while folders:
+        with contextlib.suppress(OSError), os.scandir(folders.pop()) as entries:
+            for entry in entries:
+                with contextlib.suppress(OSError):
+                    total += entry.stat(follow_symlinks=False).st_blocks * 512
+                    if entry.is_dir(follow_symlinks=False):
+                        folders.append(entry.path)
+    return total
+
+
 def _rmtree(path: Path) -> None:
     """Remove a scratch folder even where the job took away its own permissions."""
     shutil.rmtree(path, ignore_errors=True)
@@ -632,33 +693,140 @@ class _Capture:
 
 
 class _StatusSink:
-    """Parses the harness's JSON lines: the job's status message and the reaper's wait status."""
+    """Parses the harness's JSON lines: the job's status message and the reaper's wait status.
 
-    def __init__(self) -> None:
+    Candidate code runs in the harness's process and can write to the pipe too: the first
+    well-formed message and wait line count, and anything else is noted in ``anomalies`` (fixed
+    sentences, never the candidate's text). No byte sequence makes it raise.
+    """
+
+    def __init__(self, on_ask: Callable[[dict], dict] | None = None,
+                 reply_fd: int | None = None) -> None:
         self.buf = bytearray()
-        self.scanned = 0
+        self.skipping = False  # inside a line too long to be ours, until its end
+        self.on_ask, self.reply_fd = on_ask, reply_fd
+        self.questions = 0
         self.message: dict | None = None
         self.wait: dict | None = None
+        self.messages = 0
+        self.waits = 0
+        self.anomalies: dict[str, None] = {}  # ordered set
 
     def feed(self, data: bytes) -> None:
-        if len(self.buf) + len(data) > MAX_RESULT_BYTES + (1 << 20):
-            return  # only a forged message can be this large: ignore the rest
-        self.buf += data
-        while (end := self.buf.find(b"\n", self.scanned)) >= 0:
-            line = bytes(self.buf[:end])
-            del self.buf[:end + 1]
-            self.scanned = 0
-            try:
-                item = json.loads(line)
-            except ValueError:
-                continue
-            if not isinstance(item, dict):
-                continue
-            if self.message is None and item.get("status") in ("ok", "error"):
+        start = 0
+        while start < len(data):
+            end = data.find(b"\n", start)
+            stop = len(data) if end < 0 else end
+            if not self.skipping:
+                self.buf += data[start:stop]
+            start = stop + 1
+            if len(self.buf) > _MAX_STATUS_LINE:
+                self._note("an overlong line on the result pipe was ignored")
+                self.buf.clear()
+                self.skipping = True
+            if end >= 0:
+                if self.buf and not self.skipping:  # the harness starts each line afresh
+                    self._line(bytes(self.buf))
+                self.buf.clear()
+                self.skipping = False
+
+    def _line(self, line: bytes) -> None:
+        try:
+            item = json.loads(line)
+        except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
+            self._note("a line on the result pipe is not JSON")
+            return
+        if not isinstance(item, dict):
+            self._note("a line on the result pipe is not a JSON object")
+        elif "status" in item:
+            self.messages += 1
+            if self.messages == 2:
+                self._note("a second status message arrived on the result pipe")
+            problem = _message_problem(item)
+            if problem:
+                self._note(problem)
+            elif self.message is None:
                 self.message = item
-            elif self.wait is None and isinstance(item.get("wait"), dict):
+        elif "ask" in item and len(item) == 1:
+            self._answer(item["ask"])
+        elif "wait" in item and len(item) == 1:
+            self.waits += 1
+            if self.waits == 2:
+                self._note("a second wait line arrived on the result pipe")
+            if not _valid_wait(item["wait"]):
+                self._note("a wait line on the result pipe is malformed")
+            elif self.wait is None:
                 self.wait = item["wait"]
-        self.scanned = len(self.buf)
+        else:
+            self._note("a line on the result pipe is neither a status message nor a wait line")
+
+    def _answer(self, question: Any) -> None:
+        """Hand a job's question to ``on_ask`` and write its answer on the reply pipe. The
+        answer is the parent's own code's (it decides from data it kept); a question without
+        a parent to ask, past ``MAX_QUESTIONS`` or not an object is refused and noted."""
+        self.questions += 1
+        if self.on_ask is None or self.reply_fd is None:
+            self._note("a question arrived on the result pipe of a job that takes none")
+            return
+        if self.questions > MAX_QUESTIONS or not isinstance(question, dict):
+            self._note("a question on the result pipe was out of protocol")
+            answer: dict = {"refused": "out of protocol"}
+        else:
+            try:
+                answer = self.on_ask(question)
+            except Exception as exc:  # the parent's handler must not kill the supervisor
+                self._note(f"the parent could not answer a question ({type(exc).__name__})")
+                answer = {"refused": "the parent could not answer"}
+        try:
+            os.write(self.reply_fd, json.dumps(answer).encode() + b"\n")
+        except (BlockingIOError, BrokenPipeError):  # the job does not read its answers
+            self._note("a job did not read the answers to its questions")
+            self.reply_fd = None
+
+    def _note(self, anomaly: str) -> None:
+        self.anomalies[anomaly] = None
+
+    def settle(self, returncode: int | None) -> None:
+        """At the end, where the harness exited by itself (``returncode``, else None: a kill
+        may cut a line): note a last line without its end, and drop a wait status that the
+        harness's exit status contradicts."""
+        if returncode is None:
+            return
+        if self.buf or self.skipping:
+            self._note("the result pipe ended inside a line")
+        if self.wait is None or returncode < 0:
+            return
+        code, sig = self.wait["exit_code"], self.wait["signal"]
+        if returncode != (code if sig is None else 128 + sig):
+            self._note("the wait line contradicts the harness's exit status")
+            self.wait = None
+
+
+def _message_problem(item: dict) -> str | None:
+    """What is wrong with a status message, or None: ``{"status": "ok", "result": ...}`` or
+    ``{"status": "error", "error": {str: str}}`` exactly."""
+    status = item["status"]
+    key = {"ok": "result", "error": "error"}.get(status) if isinstance(status, str) else None
+    if key is None:
+        return "a status message's status is neither ok nor error"
+    if key not in item:
+        return f"a status message with status {status} lacks its {key!r} key"
+    if len(item) != 2:
+        return f"a status message has keys besides 'status' and {key!r}"
+    error = item.get("error", {})
+    if not (isinstance(error, dict) and all(isinstance(k, str) and isinstance(v, str)
+                                            for k, v in error.items())):
+        return "an error status message's error is not a dict of strings"
+    return None
+
+
+def _valid_wait(wait: Any) -> bool:
+    """Whether a wait status is the reaper's shape: an exit code or a signal, and maxrss_kb."""
+    if not (isinstance(wait, dict) and set(wait) == {"exit_code", "signal", "maxrss_kb"}):
+        return False
+    numbers = [wait["maxrss_kb"], wait["exit_code"] if wait["signal"] is None else wait["signal"]]
+    return (None in (wait["exit_code"], wait["signal"]) and all(
+        type(n) is int and 0 <= n < 1 << 32 for n in numbers))
 
 
 @dataclass
@@ -678,6 +846,11 @@ class _Watch:
 
 # --- the sandbox -------------------------------------------------------------------------------
 
+def _bwrap_usable(h: _Host) -> bool:
+    """As root, bwrap keeps every capability unless the child drops to a sandbox uid."""
+    return h.bwrap is not None and (not h.root or h.setpriv is not None)
+
+
 class Sandbox:
     """Runs ``package.module:function`` jobs in a contained child process."""
 
@@ -687,8 +860,7 @@ class Sandbox:
         self.limits = limits
         self._host = _host()
         h = self._host
-        # As root, bwrap keeps every capability unless the child drops to a sandbox uid.
-        bwrap_ok = h.bwrap is not None and (not h.root or h.setpriv is not None)
+        bwrap_ok = _bwrap_usable(h)
         if isolation == "bwrap" and not bwrap_ok:
             raise RuntimeError("bwrap isolation is not available on this host: "
                                + h.reasons.get("bwrap", h.reasons.get("uid_drop", "")))
@@ -706,11 +878,18 @@ class Sandbox:
             uid = "the interpreter is not readable by an unprivileged uid (and no bwrap)"
         net: bool | str = True if (h.bwrap or h.unshare) else h.reasons["unshare_net"]
         gpus = sorted(glob.glob("/dev/nvidia*"))
+        usable = _bwrap_usable(h)
+        why = h.reasons.get("bwrap") or h.reasons.get("uid_drop", "")
         return {
             "bwrap": bwrap,
             "pid_namespace": bwrap,
             "net_namespace": net,
             "readonly_fs": bwrap,
+            "minimal_fs": True if usable else
+            f"off: process isolation shows the host filesystem ({why})",
+            "scratch_quota": "on: tmpfs, /tmp (with the work folder) and /dev/shm each of "
+            "Limits.scratch_mb; a write past it fails with ENOSPC" if usable else
+            "on: polled; the parent kills a run whose scratch folder outgrows Limits.scratch_mb",
             "uid_drop": uid,
             "memory_cgroup": True if h.memory else h.reasons["memory_cgroup"],
             "pids_cgroup": True if h.pids else h.reasons["pids_cgroup"],
@@ -720,13 +899,24 @@ class Sandbox:
             "gpu_devices": True if gpus else "no /dev/nvidia* device nodes on this host",
         }
 
+    @staticmethod
+    def missing_layers() -> dict[str, str]:
+        """The isolation layers this host lacks, each with why: what reports and
+        ``autopilot verify`` print, so a run in process isolation says so plainly."""
+        return {name: str(state) for name, state in Sandbox.available_layers().items()
+                if state is not True and not str(state).startswith("on:")
+                and name != "gpu_devices"}
+
     def run(self, job: str, payload: dict, files: dict[str, str | bytes] | None = None,
             inputs: dict[str, str | os.PathLike] | None = None,
-            limits: Limits | None = None) -> Outcome:
+            limits: Limits | None = None,
+            on_ask: Callable[[dict], dict] | None = None) -> Outcome:
         """Run ``job`` (trusted ``package.module:function``) on ``payload`` in a scratch folder.
 
         ``files`` are written into the scratch folder (the child's cwd and ``workdir``);
         ``inputs`` are existing files made available there read-only under the given names.
+        ``on_ask`` answers the job's questions while it runs (``harness.channel.ask``): it gets
+        the question as a dict and returns the answer as a dict, and must not block long.
         """
         lim = limits or self.limits
         module, _, func = job.partition(":")
@@ -749,10 +939,13 @@ class Sandbox:
         cg: _Cgroup | None = None
         try:
             work, binds = self._scratch(run_dir, uid, files or {}, sources, bwrap)
-            # Inside bwrap the scratch folder sits in the private /tmp, reachable whatever the
-            # host's TMPDIR and its permissions.
+            # Inside bwrap the work folder sits in the private /tmp, whose tmpfs bounds it.
             inner = Path("/tmp", run_dir.name, "work") if bwrap else work
             layers = ["process_group", "rlimits"]
+            # In process isolation: the folder to measure, and the most bytes it may hold.
+            scratch = None if bwrap else (run_dir, _disk_usage(run_dir) + (lim.scratch_mb << 20))
+            if scratch:
+                layers.append("scratch_polling")
             if self._host.memory or self._host.pids:
                 cg = _Cgroup(run_dir.name.replace("run-", "autopilot-", 1), self._host.memory,
                              self._host.pids, lim.memory_mb << 20,
@@ -773,12 +966,15 @@ class Sandbox:
                 spec_json = json.dumps(spec)
             except (TypeError, ValueError) as exc:
                 raise TypeError(f"payload for {job} is not JSON-serialisable: {exc}") from exc
-            cmd, more_layers = self._command(work, inner, binds, uid, lim)
+            cmd, more_layers = self._command(inner, binds, uid, lim, _job_files(module))
             layers += more_layers
             if cg:
                 cmd = ["/bin/sh", "-c", _JOIN_CGROUPS, "sh", *cg.procs_files(), "--", *cmd]
             watch = self._execute(cmd, spec_json, self._env(inner, run_dir, lim, bwrap), work,
-                                  lim, cg, uid)
+                                  lim, cg, uid, scratch, on_ask)
+            watch.status.settle(watch.returncode if watch.killed_for is None else None)
+            if scratch and watch.killed_for is None and _disk_usage(run_dir) > scratch[1]:
+                watch.killed_for = "disk"  # written faster than polled, or after the result
             peak = cg.peak_mb() if cg else None
             oom_kills = cg.oom_kills() if cg else 0
             if cg and cg.pids:
@@ -801,10 +997,13 @@ class Sandbox:
     @staticmethod
     def _scratch(run_dir: Path, uid: int | None, files: dict[str, str | bytes],
                  sources: dict[str, Path], bwrap: bool) -> tuple[Path, list[tuple[str, str]]]:
-        """Make ``run_dir/work`` (the child's cwd, owned by the child) and ``run_dir/tmp``.
+        """Make ``run_dir/work`` and ``run_dir/tmp`` and fill the work folder.
 
-        Inputs are bound read-only by bwrap where 'other' may read them, else copied in as
-        root-owned read-only files. Returns the work folder and the (source, name) binds.
+        In process isolation ``work`` is the child's cwd, owned by the child, with inputs copied
+        in as root-owned read-only files. Under bwrap the child's work folder is in its tmpfs
+        ``/tmp`` and every file and input is bound into it read-only: inputs from where they are
+        when 'other' may read them, the rest from ``work``. Returns ``work`` and the
+        (host path, name) binds.
         """
         run_dir.mkdir(mode=0o711)
         work, tmp = run_dir / "work", run_dir / "tmp"
@@ -819,17 +1018,20 @@ class Sandbox:
                 path.write_bytes(content)
         for name in sources:
             (work / name).parent.mkdir(parents=True, exist_ok=True)
-        if uid is not None:
+        if uid is not None and not bwrap:
             for d in (work, tmp):
                 for folder, subdirs, names in os.walk(d):
                     for p in [folder, *(os.path.join(folder, n) for n in subdirs + names)]:
                         os.chown(p, uid, uid)
         binds = []
+        copied = list(files)
         for name, src in sources.items():
             target = work / name
             if bwrap and (src.is_dir() or os.stat(src).st_mode & 0o004):
                 binds.append((str(src.resolve()), name))
-            elif src.is_dir():
+                continue
+            copied.append(name)
+            if src.is_dir():
                 shutil.copytree(src, target)
                 for folder, _, names in os.walk(target):
                     os.chmod(folder, 0o555)
@@ -838,16 +1040,21 @@ class Sandbox:
             else:
                 shutil.copyfile(src, target)
                 os.chmod(target, 0o444)
+        if bwrap:
+            for name in files:
+                os.chmod(work / name, 0o444)
+            binds += [(str(work / name), name) for name in copied]
         return work, binds
 
-    def _command(self, work: Path, inner: Path, binds: list[tuple[str, str]], uid: int | None,
-                 lim: Limits) -> tuple[list[str], list[str]]:
+    def _command(self, inner: Path, binds: list[tuple[str, str]], uid: int | None, lim: Limits,
+                 job_files: list[str]) -> tuple[list[str], list[str]]:
         """The child's command line and the namespace layers it adds.
 
-        ``work`` is the scratch folder on the host, ``inner`` where bwrap shows it.
+        ``inner`` is the work folder as the child sees it, ``binds`` the (host path, name) files
+        bwrap shows in it, ``job_files`` the job's own source outside ``autopilot_lab``.
         """
         h = self._host
-        python = [sys.executable, "-s", str(_HARNESS)]
+        python = [_PYTHON, "-s", str(_HARNESS)]
         drop = [] if uid is None else [
             h.setpriv, f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--inh-caps=-all",
             "--bounding-set=-all", "--nnp", "--"]
@@ -855,7 +1062,7 @@ class Sandbox:
             netns = not lim.network and h.unshare is not None
             return ([*([h.unshare, "-n", "--"] if netns else []), *drop, *python],
                     ["net_namespace"] if netns else [])
-        layers = ["bwrap", "pid_namespace", "readonly_fs"]
+        layers = ["bwrap", "pid_namespace", "readonly_fs", "minimal_fs", "scratch_quota"]
         args = [h.bwrap, "--die-with-parent", "--new-session", "--unshare-pid", "--unshare-ipc",
                 "--unshare-uts", "--unshare-cgroup-try"]
         if not h.root:
@@ -863,28 +1070,29 @@ class Sandbox:
         if not lim.network:
             args.append("--unshare-net")
             layers.append("net_namespace")
-        args += ["--ro-bind", "/", "/", "--dev", "/dev", "--perms", "1777", "--tmpfs", "/dev/shm",
-                 "--proc", "/proc", "--perms", "1777", "--tmpfs", "/tmp"]
-        tmpfs = ["/tmp", *h.hidden]
-        for folder in h.hidden:
-            args += ["--tmpfs", folder]
-        made: set[str] = set()
-        for path in h.exposed:
-            args += [*_parent_dirs(path, tmpfs, made), "--ro-bind", path, path]
+        args += ["--dev", "/dev", "--proc", "/proc"]
+        for place in ("/tmp", "/dev/shm"):  # first: a Python path under /tmp goes on top
+            args += ["--perms", "1777", "--size", str(lim.scratch_mb << 20), "--tmpfs", place]
+        args += _world([*h.needed, *job_files], lim.network)
         gpus = sorted(glob.glob("/dev/nvidia*"))
         for dev in gpus:
             args += ["--dev-bind", dev, dev]
-        if gpus:
+        if gpus:  # the CUDA driver reads the devices' sysfs entries
+            args += ["--ro-bind", "/sys", "/sys"]
             layers.append("gpu_devices")
-        args += [*_parent_dirs(str(inner), tmpfs, made), "--bind", str(work), str(inner)]
+        folders = [inner, *(inner / f for _, name in binds
+                            for f in reversed(PurePosixPath(name).parents[:-1]))]
+        for folder in dict.fromkeys(folders):  # writable for the child, as its own folder was
+            args += ["--perms", "0777", "--dir", str(folder)]
         for src, name in binds:
             args += ["--ro-bind", src, str(inner / name)]
-        args += ["--chdir", str(inner), "--"]
+        # Nothing else is writable, also where the sandbox user owns what bwrap made (no root).
+        args += ["--remount-ro", "/", "--remount-ro", "/dev", "--chdir", str(inner), "--"]
         return [*args, *drop, *python], layers
 
     def _env(self, work: Path, run_dir: Path, lim: Limits, bwrap: bool) -> dict[str, str]:
         """The child's whole environment: nothing of ours (no keys, no tokens) leaks in."""
-        env = {"PATH": f"{os.path.dirname(sys.executable)}:/usr/local/bin:/usr/bin:/bin",
+        env = {"PATH": f"{os.path.dirname(_PYTHON)}:/usr/local/bin:/usr/bin:/bin",
                "HOME": str(work), "LANG": os.environ.get("LANG", "C.UTF-8"),
                "PYTHONPATH": str(_PROJECT_ROOT), "PYTHONHASHSEED": "0",
                "PYTHONUNBUFFERED": "1", "MALLOC_ARENA_MAX": "2"}
@@ -896,28 +1104,38 @@ class Sandbox:
         return env
 
     def _execute(self, cmd: list[str], spec_json: str, env: dict[str, str], work: Path,
-                 lim: Limits, cg: _Cgroup | None, uid: int | None) -> _Watch:
+                 lim: Limits, cg: _Cgroup | None, uid: int | None,
+                 scratch: tuple[Path, int] | None,
+                 on_ask: Callable[[dict], dict] | None = None) -> _Watch:
         """Start the child and supervise it to the end; never blocks on the child's pipes."""
         status_r, status_w = os.pipe()
+        reply_r, reply_w = os.pipe() if on_ask else (None, None)
+        if reply_w is not None:
+            os.set_blocking(reply_w, False)
         with tempfile.TemporaryFile() as spec_file:
             spec_file.write(spec_json.encode())
             spec_file.flush()
             spec_file.seek(0)
-            fds = (status_w, spec_file.fileno())
+            fds = (status_w, spec_file.fileno(), *([reply_r] if reply_r is not None else []))
             start = time.monotonic()
             try:
-                proc = subprocess.Popen([*cmd, str(fds[0]), str(fds[1])], stdin=subprocess.DEVNULL,
+                proc = subprocess.Popen([*cmd, *map(str, fds)], stdin=subprocess.DEVNULL,
                                         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                         pass_fds=fds, cwd=work, env=env, start_new_session=True)
             except BaseException:
-                os.close(status_r)
+                for fd in (status_r, reply_w):
+                    if fd is not None:
+                        os.close(fd)
                 raise
             finally:
-                os.close(status_w)
+                for fd in (status_w, reply_r):
+                    if fd is not None:
+                        os.close(fd)
         half = lim.output_bytes // 2
-        watch = _Watch(_Capture(half), _Capture(lim.output_bytes - half))
+        watch = _Watch(_Capture(half), _Capture(lim.output_bytes - half),
+                       _StatusSink(on_ask, reply_w))
         try:
-            self._supervise(proc, status_r, watch, start, lim, cg, uid)
+            self._supervise(proc, status_r, watch, start, lim, cg, uid, scratch)
         finally:
             if proc.returncode is None:  # interrupted (e.g. KeyboardInterrupt): leave nothing
                 self._kill(proc, cg, uid)
@@ -925,10 +1143,13 @@ class Sandbox:
             for fd in (proc.stdout, proc.stderr):
                 fd.close()
             os.close(status_r)
+            if reply_w is not None:
+                os.close(reply_w)
         return watch
 
     def _supervise(self, proc: subprocess.Popen, status_r: int, watch: _Watch, start: float,
-                   lim: Limits, cg: _Cgroup | None, uid: int | None) -> None:
+                   lim: Limits, cg: _Cgroup | None, uid: int | None,
+                   scratch: tuple[Path, int] | None) -> None:
         sel = selectors.DefaultSelector()
         for fd, sink in ((proc.stdout.fileno(), watch.stdout),
                          (proc.stderr.fileno(), watch.stderr), (status_r, watch.status)):
@@ -967,7 +1188,7 @@ class Sandbox:
                     if periodic:
                         next_check = now + _CHECK_S
                     watch.killed_for = self._limit_hit(proc, watch, now, deadline, periodic, lim,
-                                                       cg, uid)
+                                                       cg, uid, scratch)
                     if watch.killed_for:
                         self._kill(proc, cg, uid)
         finally:
@@ -975,15 +1196,18 @@ class Sandbox:
 
     @staticmethod
     def _limit_hit(proc: subprocess.Popen, watch: _Watch, now: float, deadline: float,
-                   periodic: bool, lim: Limits, cg: _Cgroup | None,
-                   uid: int | None) -> str | None:
-        """Which limit the running child just broke, if any (cgroup and RSS when ``periodic``)."""
+                   periodic: bool, lim: Limits, cg: _Cgroup | None, uid: int | None,
+                   scratch: tuple[Path, int] | None) -> str | None:
+        """Which limit the running child just broke, if any (cgroup, RSS and the scratch
+        folder's size when ``periodic``)."""
         if now >= deadline:
             return "wall"
         if watch.stdout.total + watch.stderr.total > OUTPUT_KILL_FACTOR * lim.output_bytes:
             return "output"
         if not periodic:
             return None
+        if scratch and _disk_usage(scratch[0]) > scratch[1]:
+            return "disk"
         if cg and cg.pids:
             watch.fork_failures = cg.fork_failures()
             if watch.fork_failures >= PIDS_FAILURES_TO_KILL:
@@ -1040,7 +1264,8 @@ def _check_name(name: str) -> None:
         raise ValueError(f"file name {name!r} must be a relative path inside the scratch folder")
 
 
-_ERRNO_LIMITS = {"[Errno 27]": "file_size", "[Errno 24]": "open_files"}
+_ERRNO_LIMITS = {"[Errno 27]": "file_size", "[Errno 24]": "open_files", "[Errno 28]": "disk",
+                 "No space left on device": "disk"}
 
 
 def _error_limit(error: dict, fork_failures: int) -> str | None:
@@ -1077,7 +1302,7 @@ def _outcome(w: _Watch, oom_kills: int, peak: float | None, bwrap: bool,
         status = "timeout"
     elif w.killed_for == "memory" or (message is None and oom_kills):
         status, limit = "oom", "memory"
-    elif message is not None:
+    elif message is not None and w.killed_for != "disk":
         if message["status"] == "ok":
             status, result = "ok", message.get("result")
         else:
@@ -1094,4 +1319,4 @@ def _outcome(w: _Watch, oom_kills: int, peak: float | None, bwrap: bool,
                    limit=limit, stdout=w.stdout.text(), stderr=w.stderr.text(),
                    output_truncated=w.stdout.truncated or w.stderr.truncated,
                    wall_s=round(w.wall_s, 3), peak_memory_mb=None if peak is None else
-                   round(peak, 1), layers=layers)
+                   round(peak, 1), layers=layers, protocol=tuple(w.status.anomalies))

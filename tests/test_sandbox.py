@@ -5,12 +5,19 @@ from __future__ import annotations
 import dataclasses
 import os
 import secrets
+import shutil
 import socket
+import sys
+import tempfile
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+import autopilot_lab
+from autopilot_lab import doctor
+from autopilot_lab import sandbox as sandbox_module
 from autopilot_lab.sandbox import (
     MAX_RESULT_BYTES,
     UID_RANGE,
@@ -44,6 +51,23 @@ def run_candidate(sandbox: Sandbox, source: str, limits: Limits | None = None,
                        files={"candidate.py": source}, limits=limits)
 
 
+@pytest.fixture
+def outside() -> Iterator[Path]:
+    """A world-readable folder outside /tmp and outside the checkout, removed afterwards."""
+    for parent in (Path("/srv"), Path(autopilot_lab.__file__).resolve().parents[2]):
+        try:
+            folder = Path(tempfile.mkdtemp(prefix="autopilot-test-", dir=parent))
+        except OSError:
+            continue
+        try:
+            folder.chmod(0o755)
+            yield folder
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+        return
+    pytest.skip("no writable folder outside /tmp")
+
+
 def our_sandbox_processes() -> list[int]:
     """Live processes of a sandbox uid started by this process (others may run sandboxes too)."""
     return [p.pid for p in _processes()
@@ -52,9 +76,30 @@ def our_sandbox_processes() -> list[int]:
 
 def test_available_layers_names_every_layer() -> None:
     assert {"bwrap", "uid_drop", "net_namespace", "pid_namespace", "memory_cgroup",
-            "pids_cgroup", "rlimits", "rss_polling", "gpu_devices"} <= set(LAYERS)
+            "pids_cgroup", "rlimits", "rss_polling", "gpu_devices", "minimal_fs",
+            "scratch_quota"} <= set(LAYERS)
     for name, value in LAYERS.items():
         assert value is True or (isinstance(value, str) and value), name
+
+
+def test_doctor_says_which_world_and_quota_the_sandbox_has(sandbox: Sandbox,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    if LAYERS["minimal_fs"] is True:
+        assert LAYERS["scratch_quota"].startswith("on: tmpfs")
+        assert {"minimal_fs", "scratch_quota"} <= set(sandbox.run(f"{JOBS}:echo",
+                                                                  {"value": 1}).layers)
+    host = sandbox_module._host()
+    bare = dataclasses.replace(host, bwrap=None,
+                               reasons={**host.reasons, "bwrap": "bubblewrap is not installed"})
+    monkeypatch.setattr(sandbox_module, "_host", lambda: bare)
+    layers = Sandbox.available_layers()
+    assert layers["scratch_quota"].startswith("on: polled")
+    text = doctor.render({"autopilot_lab": "x", "python": "3", "platform": "p", "packages": {},
+                          "devices": {}, "sandbox": layers, "datasets_dir": "d", "llm": {}})
+    assert "[off] minimal_fs: process isolation shows the host filesystem" in text
+    assert "[on ] scratch_quota: polled" in text
+    fallback = Sandbox(SMALL, isolation="process")
+    assert "scratch_polling" in fallback.run(f"{JOBS}:echo", {"value": 1}).layers
 
 
 def test_normal_job_returns_its_json_result(sandbox: Sandbox) -> None:
@@ -236,6 +281,151 @@ def test_no_connection_to_host_listeners(sandbox: Sandbox) -> None:
         with pytest.raises(BlockingIOError):
             server.accept()
     assert out.status == "ok" and out.result.startswith("failed"), out.result
+
+
+READ_FILES = """
+def main(paths):
+    found = {}
+    for path in paths:
+        try:
+            with open(path) as f:
+                found[path] = f.read()
+        except OSError as exc:
+            found[path] = type(exc).__name__
+    return found
+"""
+
+
+@needs("minimal_fs")
+def test_world_readable_files_outside_the_scratch_folder_are_not_visible(
+        sandbox: Sandbox, outside: Path) -> None:
+    secret = outside / "secret.txt"
+    secret.write_text("host secret")
+    secret.chmod(0o644)
+    paths = [str(secret), "/etc/passwd", "/etc/hostname"]
+    out = run_candidate(sandbox, READ_FILES, paths=[p for p in paths if os.path.exists(p)])
+    assert out.status == "ok", out.describe()
+    assert set(out.result.values()) <= {"FileNotFoundError", "PermissionError"}, out.result
+
+
+CONNECT_UNIX = """
+import socket
+def main(path):
+    with socket.socket(socket.AF_UNIX) as client:
+        client.settimeout(2)
+        try:
+            client.connect(path)
+        except OSError as exc:
+            return f"failed: {exc}"
+    return "connected"
+"""
+
+
+@needs("minimal_fs")
+def test_no_connection_to_unix_sockets_outside_the_scratch_folder(sandbox: Sandbox,
+                                                                  outside: Path) -> None:
+    path = outside / "listener.sock"
+    with socket.socket(socket.AF_UNIX) as server:
+        server.bind(str(path))
+        path.chmod(0o777)
+        server.listen()
+        server.setblocking(False)
+        out = run_candidate(sandbox, CONNECT_UNIX, path=str(path))
+        with pytest.raises(BlockingIOError):
+            server.accept()
+    assert out.status == "ok" and out.result.startswith("failed"), out.result
+
+
+LIST_CHECKOUT = """
+import os
+def main(root):
+    import autopilot_lab
+    return {"root": sorted(os.listdir(root)), "tests": sorted(os.listdir(f"{root}/tests")),
+            "git": os.path.exists(f"{root}/.git"), "package": autopilot_lab.__file__}
+"""
+
+
+@needs("minimal_fs")
+def test_of_the_checkout_only_the_package_and_the_job_module_are_visible(
+        sandbox: Sandbox) -> None:
+    root = Path(autopilot_lab.__file__).resolve().parents[1]
+    out = run_candidate(sandbox, LIST_CHECKOUT, root=str(root))
+    assert out.status == "ok", out.describe() + out.stderr
+    venv = Path(sys.prefix).resolve()
+    inside = {venv.relative_to(root).parts[0]} if root in venv.parents else set()
+    assert "autopilot_lab" in out.result["root"]
+    assert set(out.result["root"]) <= {"autopilot_lab", "tests", *inside}, out.result["root"]
+    assert out.result["tests"] == ["sandbox_jobs.py"]  # this job's own module, nothing else
+    assert out.result["git"] is False
+    assert out.result["package"] == str(root / "autopilot_lab" / "__init__.py")
+
+
+FILL_DISK = """
+def main():
+    chunk = b"x" * (1 << 20)
+    for i in range(16):
+        with open(f"fill-{i}.bin", "wb") as f:
+            for _ in range(60):
+                f.write(chunk)
+    return "wrote 960 MB"
+"""
+
+
+@pytest.mark.parametrize("isolation", ["auto", "process"])
+def test_scratch_quota_stops_a_disk_filler(isolation: str) -> None:
+    quota = Sandbox(Limits(wall_s=30, memory_mb=1024, scratch_mb=200), isolation=isolation)
+    out = run_candidate(quota, FILL_DISK)
+    assert out.limit == "disk" and out.status in ("error", "crashed"), out.describe()
+    assert out.result is None and "scratch disk quota" in out.describe()
+    assert ("scratch_quota" if quota.isolation == "bwrap" else "scratch_polling") in out.layers
+    assert list(quota._base.glob(f"run-{os.getpid()}-*")) == []
+
+
+FORGE = """
+import os, sys
+def main(lines, overlong=False):
+    fd = int(sys.argv[1])  # the status pipe the harness reports on
+    if overlong:
+        os.write(fd, b"x" * (%d + (2 << 20)) + b"\\n")
+    for line in lines:
+        os.write(fd, line.encode("latin-1"))
+    return "genuine"
+""" % MAX_RESULT_BYTES
+
+
+def test_forged_lines_on_the_status_pipe_are_recorded_never_fatal(sandbox: Sandbox) -> None:
+    lines = ["not json\n", "\xff\xfe\x00\n", "[" * 100_000 + "\n", "[1, 2]\n",
+             '{"status": "maybe"}\n', '{"status": ["ok"]}\n', '{"status": "ok"}\n',
+             '{"status": "error", "error": {"type": 1}}\n', '{"status": "error", "error": "x"}\n',
+             '{"status": "ok", "result": 1, "more": 2}\n', '{"hello": 1}\n',
+             '{"wait": {"exit_code": "x"}}\n',
+             '{"wait": {"exit_code": 0, "signal": null, "maxrss_kb": 1%s}}\n' % ("0" * 400),
+             '{"wait": {"exit_code": 3, "signal": null, "maxrss_kb": 1}}\n',
+             '{"status": "ok", "result": ']  # no line end: the harness's message must survive
+    out = run_candidate(sandbox, FORGE, lines=lines, overlong=True)
+    assert (out.status, out.result, out.exit_code, out.signal) == ("ok", "genuine", 0, None)
+    assert set(out.protocol) == {
+        "an overlong line on the result pipe was ignored",
+        "a line on the result pipe is not JSON",
+        "a line on the result pipe is not a JSON object",
+        "a second status message arrived on the result pipe",
+        "a status message's status is neither ok nor error",
+        "a status message with status ok lacks its 'result' key",
+        "an error status message's error is not a dict of strings",
+        "a status message has keys besides 'status' and 'result'",
+        "a line on the result pipe is neither a status message nor a wait line",
+        "a wait line on the result pipe is malformed",
+        "a second wait line arrived on the result pipe",
+        "the wait line contradicts the harness's exit status"}, out.protocol
+    assert out.describe().startswith("returned a result")
+
+
+def test_a_forged_result_before_the_real_one_is_recorded(sandbox: Sandbox) -> None:
+    out = run_candidate(sandbox, FORGE, lines=['{"status": "ok", "result": "forged"}\n'])
+    assert out.status == "ok" and out.result == "forged"  # the first well-formed message
+    assert out.protocol == ("a second status message arrived on the result pipe",)
+    clean = sandbox.run(f"{JOBS}:echo", {"value": 1})
+    assert clean.protocol == ()
 
 
 def test_secrets_in_the_environment_do_not_leak(sandbox: Sandbox,

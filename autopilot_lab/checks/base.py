@@ -3,17 +3,23 @@
 from __future__ import annotations
 
 import abc
+import hashlib
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from autopilot_lab.candidate import Candidate
+from autopilot_lab.harness.wire import Malformed
 from autopilot_lab.hints import Hint, HintKind
 from autopilot_lab.objectives.target import Target
 from autopilot_lab.sandbox import Limits, Outcome, Sandbox
 from autopilot_lab.scorecard import Verdict
+from autopilot_lab.text import clean
 
 
 @dataclass
@@ -21,7 +27,10 @@ class CheckContext:
     """What every check of one run needs: the task, the data file, the target, the sandbox.
 
     ``task`` is the JSON-able summary the harness needs (kind, n_features, n_outputs,
-    n_classes); ``data_path`` is the ``.npz`` of the deterministic split.
+    n_classes); ``data_path`` is the ``.npz`` of the deterministic split, with every label:
+    it stays with the parent. The sandbox gets :meth:`sandbox_data`: the train rows with
+    their labels and the held-out rows (valid and test) without theirs, mixed in an order
+    drawn per verification, so nothing a check compares against is inside.
     """
 
     task: dict[str, Any]
@@ -35,23 +44,83 @@ class CheckContext:
     limits: dict[str, Limits] = field(default_factory=dict)
     outputs: dict[str, Any] = field(default_factory=dict)  # side channel: e.g. trained weights
     reference: dict[str, Any] | None = None  # migrate: the Keras reference's meta
-    extra_inputs: dict[str, Path] = field(default_factory=dict)  # e.g. reference.npz
+    extra_inputs: dict[str, Path] = field(default_factory=dict)  # files the sandbox may read
+    oracle: Any = None  # migrate: the Keras reference, for fresh challenge inputs
+    _split: dict[str, np.ndarray] | None = field(default=None, repr=False)
+    _drawn: tuple[int, Path, np.ndarray] | None = field(default=None, repr=False)
+    _reference: dict[str, np.ndarray] | None = field(default=None, repr=False)
+
+    def part(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        """X, y of a split part as the parent holds them."""
+        if self._split is None:
+            with np.load(self.data_path) as npz:
+                self._split = {k: npz[k] for k in npz.files}
+        return self._split[f"X_{name}"], self._split[f"y_{name}"]
+
+    def reference_arrays(self) -> dict[str, np.ndarray]:
+        """migrate: Keras' side of parity (``reference.npz``), read by the parent only."""
+        if self._reference is None:
+            if not self.reference or "arrays" not in self.reference:
+                raise RuntimeError("this run has no Keras reference to compare with")
+            with np.load(self.reference["arrays"]) as npz:
+                self._reference = {k: npz[k] for k in npz.files}
+        return self._reference
+
+    def challenge_seed(self, candidate: Candidate) -> int:
+        """The seed of one verification's fresh draws: from the run's seed and the
+        candidate's content, so the same candidate gets byte-identical verdicts and no
+        candidate can have been fitted to the draws before it was written."""
+        text = f"{self.seed}:{candidate.digest()}"
+        return int(hashlib.sha256(text.encode()).hexdigest()[:8], 16)
+
+    def sandbox_data(self, seed: int) -> tuple[Path, np.ndarray]:
+        """The sandbox's data file for challenge ``seed`` and its held-out order: row ``i``
+        of ``X_eval`` is row ``order[i]`` of valid followed by test. One file is kept."""
+        if self._drawn is not None and self._drawn[0] == seed:
+            return self._drawn[1], self._drawn[2]
+        X_train, y_train = self.part("train")
+        held = np.concatenate([self.part("valid")[0], self.part("test")[0]])
+        order = np.random.default_rng(seed).permutation(len(held))
+        path = self.data_path.with_name(f"sandbox-{seed:08x}.npz")
+        with path.open("wb") as fh:
+            np.savez(fh, X_train=X_train, y_train=y_train, X_eval=held[order],
+                     kind=np.array(self.task["kind"]))
+        if self._drawn is not None:
+            self._drawn[1].unlink(missing_ok=True)
+        self._drawn = (seed, path, order)
+        return path, order
+
+    def held_out(self, candidate: Candidate) -> dict[str, np.ndarray]:
+        """Positions in ``X_eval`` of the valid rows and of the test rows, in split order."""
+        _, order = self.sandbox_data(self.challenge_seed(candidate))
+        where = np.argsort(order)
+        n_valid = len(self.part("valid")[1])
+        return {"valid": where[:n_valid], "test": where[n_valid:]}
 
     def run_job(self, check: str, job: str, candidate: Candidate, module: str = "probes",
-                **extra: Any) -> Outcome:
+                on_ask: Callable[[dict], dict] | None = None,
+                inputs: dict[str, Path] | None = None, **extra: Any) -> Outcome:
         """Run a harness job (``autopilot_lab.harness.<module>:<job>``) on ``candidate`` in
-        the sandbox, with the data, the candidate's artifacts and any reference files."""
-        inputs = {"data.npz": self.data_path, **self.extra_inputs,
-                  **{name: Path(path) for name, path in candidate.artifacts.items()}}
+        the sandbox, with the sandbox's data, the candidate's artifacts and ``inputs``.
+        A run whose result pipe carried anything out of protocol raises :class:`Malformed`."""
+        data, _ = self.sandbox_data(self.challenge_seed(candidate))
+        files_in = {"data.npz": data, **self.extra_inputs, **(inputs or {}),
+                    **{name: Path(path) for name, path in candidate.artifacts.items()}}
         payload = {"entry": candidate.entry, "main": candidate.main,
                    "init_kwargs": candidate.init_kwargs, "recipe": candidate.recipe.to_dict(),
                    "task": self.task, "seed": self.seed, "threads": self.threads,
                    "device": self.device, "data": "data.npz",
                    "weights": "weights.pt" if "weights.pt" in candidate.artifacts else None,
                    **extra}
-        return self.sandbox.run(f"autopilot_lab.harness.{module}:{job}", payload,
-                                files=candidate.files, inputs=inputs,
-                                limits=self.limits.get(check))
+        outcome = self.sandbox.run(f"autopilot_lab.harness.{module}:{job}", payload,
+                                   files=candidate.files, inputs=files_in,
+                                   limits=self.limits.get(check), on_ask=on_ask)
+        if getattr(outcome, "protocol", ()):
+            raise Malformed("; ".join(outcome.protocol))
+        if outcome.status == "ok" and not isinstance(outcome.result, dict):
+            raise Malformed(f"the {job} job returned {type(outcome.result).__name__}, "
+                            "not an object")
+        return outcome
 
 
 class Check(abc.ABC):
@@ -63,9 +132,21 @@ class Check(abc.ABC):
 
     def run(self, candidate: Candidate, ctx: CheckContext) -> Verdict:
         start = time.perf_counter()
-        verdict = self.evaluate(candidate, ctx)
+        try:
+            verdict = self.evaluate(candidate, ctx)
+        except Malformed as exc:
+            verdict = self.tampered(str(exc), candidate)
         verdict.timing["seconds"] = round(time.perf_counter() - start, 3)
         return verdict
+
+    def tampered(self, what: str, candidate: Candidate) -> Verdict:
+        """The verdict for measurements out of protocol: rejected, with a P1 hint."""
+        return self.verdict(False, 0.0, [Hint(
+            HintKind.TAMPERING, self.name, "measurement protocol", _short(what),
+            "one well-formed report from the harness",
+            "return outputs from forward() only: do not write to the harness's pipes, "
+            "patch its functions or exit the interpreter", where=candidate.main)],
+            evidence={"tampering": _short(what)})
 
     @abc.abstractmethod
     def evaluate(self, candidate: Candidate, ctx: CheckContext) -> Verdict:
@@ -107,6 +188,8 @@ def outcome_hints(outcome: Outcome, check: str, main: str = "model.py") -> list[
             "file_size": "do not write files from model code",
             "output": "do not print in forward() or in loops",
             "open_files": "do not open files from model code",
+            "disk": "write less to disk: no large or many files, checkpoints or caches from "
+                    "model code",
         }.get(limit, "stay within the sandbox limits")
         return [Hint(HintKind.RESOURCE_LIMIT, check, f"sandbox {limit} limit",
                      outcome.describe(), f"within the {limit} limit", advice, where=main)]
@@ -126,7 +209,8 @@ def outcome_hints(outcome: Outcome, check: str, main: str = "model.py") -> list[
 
 
 def _short(text: str, limit: int = 300) -> str:
-    text = " ".join(str(text).split())
+    """Candidate text as data: one line, no control sequences, bounded."""
+    text = " ".join(clean(text, limit * 4).split())
     return text if len(text) <= limit else text[:limit] + "..."
 
 

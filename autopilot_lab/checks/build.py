@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 from autopilot_lab.candidate import Candidate
 from autopilot_lab.checks.base import Check, CheckContext
+from autopilot_lab.checks.measured import Malformed, Measurements
 from autopilot_lab.hints import Hint, HintKind, Keep
 from autopilot_lab.scorecard import Verdict
 
@@ -17,7 +20,15 @@ class BuildCheck(Check):
         outcome = ctx.run_job(self.name, "build", candidate)
         if outcome.status != "ok":
             return self.failed_run(outcome, candidate)
-        res = outcome.result
+        m = Measurements(outcome.result)
+        res = {"output_type": m.text("output_type"),
+               "n_parameters": m.integer("n_parameters")}
+        if res["output_type"] == "Tensor":
+            shape = _shape(m)
+            res.update(shape=shape, dtype=m.text("dtype"), floating=m.flag("floating"),
+                       finite=None)
+            if res["floating"]:  # finite or not is ours to say, from the outputs themselves
+                res["finite"] = bool(np.isfinite(m.array("out", shape=shape)).all())
         expected = expected_outputs(ctx.task)
         hints = []
         if res.get("output_type") != "Tensor":
@@ -57,3 +68,11 @@ def expected_outputs(task: dict) -> list[int]:
     if task["kind"] == "binary":
         return [2, 1]
     return [int(task["n_outputs"])]
+
+
+def _shape(m: Measurements) -> list[int]:
+    shape = m.data.get("shape")
+    if not (isinstance(shape, list) and len(shape) <= 8 and all(
+            isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape)):
+        raise Malformed("result.shape: expected a list of sizes")
+    return shape

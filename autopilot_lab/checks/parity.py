@@ -13,6 +13,8 @@ from typing import Any
 
 from autopilot_lab.candidate import Candidate
 from autopilot_lab.checks.base import Check, CheckContext
+from autopilot_lab.checks.measured import Measurements
+from autopilot_lab.checks.parity_compare import LAYER_ROWS, compare, parity_inputs
 from autopilot_lab.hints import Hint, HintKind, Keep
 from autopilot_lab.scorecard import Verdict
 
@@ -43,11 +45,21 @@ class ParityCheck(Check):
     hard = True
 
     def evaluate(self, candidate: Candidate, ctx: CheckContext) -> Verdict:
-        outcome = ctx.run_job(self.name, "parity", candidate, module="parity")
+        meta = ctx.reference
+        ref = ctx.reference_arrays()
+        seed = ctx.challenge_seed(candidate)
+        inputs = ctx.data_path.with_name("parity-inputs.npz")
+        challenge_out, _ = parity_inputs(ref, meta, ctx.oracle, seed, inputs)
+        outcome = ctx.run_job(self.name, "parity", candidate, module="parity",
+                              inputs={"parity.npz": inputs}, n_inputs=meta["n_inputs"],
+                              layers=list(meta["layers"]), layer_rows=LAYER_ROWS,
+                              batch=meta.get("batch", 32))
         if outcome.status != "ok":
             return self.failed_run(outcome, candidate)
-        res = outcome.result
-        expect = ctx.reference["expect"]
+        keras_initial = ctx.oracle.translation.state_dict if ctx.oracle is not None else {}
+        res = compare(Measurements(outcome.result), ref, meta, challenge_out,
+                      candidate.recipe, ctx.task["kind"], keras_initial)
+        expect = meta["expect"]
         hints: list[Hint] = []
         # the earliest symptom names the cause; later ones follow from it and would only
         # repeat it (a wrong layer also changes the loss, the gradients and the training)
@@ -68,7 +80,8 @@ class ParityCheck(Check):
                     "loss": res["loss"], "dynamics_losses": {
                         "torch": res["dynamics"]["torch_losses"],
                         "keras": res["dynamics"]["keras_losses"]},
-                    "max_abs_error": worst}
+                    "max_abs_error": worst, "challenge_seed": seed,
+                    "challenge_rows": len(challenge_out[0]) if challenge_out else 0}
         if hints:
             return self.verdict(False, 0.0, hints, evidence=evidence)
         steps = len(res["dynamics"]["torch_losses"])

@@ -3,8 +3,14 @@ and whether a row's output depends on the other rows of its batch."""
 
 from __future__ import annotations
 
+from typing import Any
+
+import numpy as np
+
 from autopilot_lab.candidate import Candidate
 from autopilot_lab.checks.base import Check, CheckContext
+from autopilot_lab.checks.measured import Malformed, Measurements
+from autopilot_lab.harness.probes import r
 from autopilot_lab.hints import Hint, HintKind, Keep
 from autopilot_lab.scorecard import Verdict
 
@@ -21,7 +27,7 @@ class StabilityCheck(Check):
         outcome = ctx.run_job(self.name, "stability", candidate)
         if outcome.status != "ok":
             return self.failed_run(outcome, candidate)
-        res = outcome.result
+        res = measured_stability(Measurements(outcome.result))
         where = f"{candidate.entry}.forward"
         hints = []
         if not res["finite"]:
@@ -51,3 +57,25 @@ class StabilityCheck(Check):
                                                   f"{drift}, finite on extreme inputs, "
                                                   "batch-invariant in eval mode")]
         return self.verdict(not hints, 0.0 if hints else 1.0, hints, keeps, evidence=res)
+
+
+def measured_stability(m: Measurements) -> dict[str, Any]:
+    """Drift, finiteness and batch invariance, computed here from the returned outputs."""
+    out32 = m.array("out32")
+    if out32.ndim == 0 or len(out32) == 0:
+        raise Malformed("result.out32: no rows")
+    shape = list(out32.shape)
+    scale = max(float(np.abs(out32[np.isfinite(out32)]).max(initial=0.0)), 1.0)
+    drift = None
+    if m.has("out64"):
+        out64 = m.array("out64", shape=shape)
+        with np.errstate(invalid="ignore", over="ignore"):
+            drift = r(float(np.abs(out32 - out64).max()) / scale)
+    extremes_m = m.sub("extremes")
+    extremes = {label: bool(np.isfinite(extremes_m.array(label, shape=shape)).all())
+                for label in ("x1e3", "x-1e3", "zeros")}
+    single = m.array("single", shape=[min(16, shape[0]), *shape[1:]])
+    with np.errstate(invalid="ignore", over="ignore"):
+        dependence = float(np.abs(single - out32[:len(single)]).max()) / scale
+    return {"finite": bool(np.isfinite(out32).all()), "drift_f64": drift,
+            "extreme_inputs_finite": extremes, "batch_invariance": r(dependence)}

@@ -4,12 +4,22 @@ a loss that does not fall, dead ReLU units."""
 
 from __future__ import annotations
 
-from autopilot_lab.candidate import Candidate
+import math
+from typing import Any
+
+import numpy as np
+
+from autopilot_lab.candidate import Candidate, Recipe
 from autopilot_lab.checks.base import Check, CheckContext
+from autopilot_lab.checks.measured import Malformed, Measurements, recompute_loss
+from autopilot_lab.harness.probes import r
+from autopilot_lab.harness.training import resolve_loss, target_scaling
 from autopilot_lab.hints import Hint, HintKind, Keep
 from autopilot_lab.scorecard import Verdict
 
 PROBE_STEPS = 20
+PROBE_BATCH = 64
+LOSS_AGREEMENT = 1e-4  # a reported loss this far (relative) from ours is not its outputs'
 EXPLODING_NORM = 1e4
 LEARNING_RATIO = 0.98  # mean loss of the last 5 steps must be below this x the first 5
 DEAD_FRACTION = 0.6
@@ -25,10 +35,12 @@ class TrainabilityCheck(Check):
     hard = True
 
     def evaluate(self, candidate: Candidate, ctx: CheckContext) -> Verdict:
-        outcome = ctx.run_job(self.name, "trainability", candidate, steps=PROBE_STEPS)
+        batches = probe_batches(len(ctx.part("train")[1]), ctx.seed)
+        outcome = ctx.run_job(self.name, "trainability", candidate,
+                              batches=[b.tolist() for b in batches])
         if outcome.status != "ok":
             return self.failed_run(outcome, candidate)
-        res = outcome.result
+        res = _judged(Measurements(outcome.result), candidate.recipe, ctx, batches)
         recipe = candidate.recipe
         hints: list[Hint] = []
         losses = res["losses"]
@@ -83,6 +95,63 @@ class TrainabilityCheck(Check):
                     "max_grad_norm": max(norms) if norms else None,
                     "dead_fraction": res["dead_fraction"], "loss": res["loss_name"]}
         return self.verdict(not blocking, 0.0 if blocking else 1.0, hints, keeps, evidence)
+
+
+def probe_batches(n_rows: int, seed: int, steps: int = PROBE_STEPS) -> list[np.ndarray]:
+    """The train rows of each probe step, drawn by the parent (the first batch twice: it
+    gives the gradients before any update, then the first step)."""
+    gen = np.random.default_rng(seed)
+    size = min(PROBE_BATCH, n_rows)
+    first = gen.choice(n_rows, size=size, replace=False)
+    return [first] + [gen.choice(n_rows, size=size, replace=False) for _ in range(steps - 1)]
+
+
+def _judged(m: Measurements, recipe: Recipe, ctx: CheckContext,
+            batches: list[np.ndarray]) -> dict[str, Any]:
+    """The probe's figures with every loss recomputed here from the returned outputs and the
+    labels the parent holds; a reported loss that is not the loss of its outputs is
+    tampering."""
+    y = ctx.part("train")[1]
+    kind = ctx.task["kind"]
+    y_mean, y_std = (target_scaling(y) if kind == "regression"
+                     and recipe.preprocessing == "standardize" else (0.0, 1.0))
+
+    def loss_of(step: Measurements, rows: np.ndarray, penalty: float) -> float | str:
+        ours = recompute_loss(recipe, kind, step, y[rows], y_mean=y_mean, y_std=y_std)
+        total = ours + penalty
+        claimed = step.number("loss")
+        if math.isfinite(total) != math.isfinite(claimed) or (
+                math.isfinite(total) and abs(total - claimed) > LOSS_AGREEMENT * max(
+                    1.0, abs(total))):
+            raise Malformed(f"{step.what}: the reported loss {claimed:.7g} is not the loss "
+                            f"of the returned outputs ({total:.7g})")
+        return r(total)
+
+    steps = m.subs("steps")
+    if not 1 <= len(steps) <= len(batches):
+        raise Malformed(f"result.steps: {len(steps)} steps, expected 1 to {len(batches)}")
+    losses, norms = [], []
+    for i, step in enumerate(steps):
+        penalty = step.number("penalty")
+        if not penalty >= 0:
+            penalty = math.nan
+        losses.append(loss_of(step, batches[i], penalty))
+        norms.append(r(step.number("grad_norm")))
+        if isinstance(losses[-1], str) and i < len(steps) - 1:
+            raise Malformed("result.steps: steps went on after a non-finite loss")
+    initial = m.sub("initial")
+    grads = {}
+    for name in m.sub("gradients").keys():
+        g = m.sub("gradients").sub(name)
+        state = g.text("state", ("frozen", "none", "ok"))
+        grads[name] = {"state": state} if state != "ok" else {
+            "state": state, "norm": g.number("norm"), "finite": g.flag("finite"),
+            "zero": g.flag("zero")}
+    dead = m.sub("dead_fraction")
+    return {"initial_loss": loss_of(initial, batches[0], steps[0].number("penalty")),
+            "losses": losses, "grad_norms": norms, "gradients": grads,
+            "dead_fraction": {k: r(dead.number(k)) for k in dead.keys()},
+            "loss_name": resolve_loss(recipe, kind, m.integer("n_out", 1, 1 << 20))}
 
 
 def _mean(values) -> float:

@@ -1,8 +1,12 @@
-"""Sandbox jobs: each loads the candidate, measures one dimension and returns plain JSON.
+"""Sandbox jobs: each loads the candidate, measures, and returns raw measurements as JSON.
 
-Every job has the signature ``job(payload, workdir) -> dict``; the payload carries the
-candidate's entry, init kwargs, recipe, task sizes, seed and thread count. Numbers are rounded
-to 7 significant digits so that the same code on the same data gives byte-identical JSON.
+Every job has the signature ``job(payload, workdir) -> dict``. A job returns what the
+candidate produced (outputs on the inputs it was given, gradient states, losses it computed,
+weights) and never a judgement: the parent computes every metric, error and verdict from
+these numbers against data it kept (``checks/``). The sandbox holds the train rows with their
+labels and the held-out rows without theirs (``eval``, in an order drawn per verification).
+Arrays travel packed (``harness.wire``); scalars are rounded to 7 significant digits so that
+the same code on the same data gives byte-identical JSON.
 """
 
 from __future__ import annotations
@@ -18,21 +22,21 @@ import numpy as np
 import torch
 from torch import nn
 
-from autopilot_lab import metrics
 from autopilot_lab.candidate import Recipe
-from autopilot_lab.harness import shared_dropout
+from autopilot_lab.harness import channel, shared_dropout
 from autopilot_lab.harness.model_loader import build_model, load_data, seed_everything
 from autopilot_lab.harness.training import (
+    eval_outputs,
     fit,
     loss_function,
     make_optimizer,
-    predict_scores,
     prepare,
+    raw_outputs,
     targets,
     train_step,
 )
+from autopilot_lab.harness.wire import pack
 
-PROBE_BATCH = 64
 MAX_WEIGHTS_BYTES = 32 * 2**20
 
 
@@ -59,8 +63,16 @@ def _n_out(model: nn.Module, X: np.ndarray) -> int:
     return int(out.shape[1]) if out.ndim == 2 else 1
 
 
+def outputs_of(out: torch.Tensor) -> dict[str, Any]:
+    """A training-mode output as the parent needs it to recompute the loss: the output, and
+    the logits behind it when it is a tagged softmax/sigmoid (``training.tag_logits``)."""
+    kind, logits = getattr(out, "_keras_logits", (None, None))
+    return {"out": pack(out), "logits": None if logits is None else
+            {"kind": kind, "values": pack(logits)}}
+
+
 def build(payload: dict[str, Any], workdir: Path) -> dict[str, Any]:
-    """Instantiate and run one forward pass; report what came out."""
+    """Instantiate and run one forward pass on 8 train rows; return what came out."""
     model, _, _, prep = _setup(payload, workdir)
     X = prep.parts["train"][0][:8]
     params = [(n, tuple(p.shape)) for n, p in model.named_parameters()]
@@ -73,7 +85,7 @@ def build(payload: dict[str, Any], workdir: Path) -> dict[str, Any]:
     if isinstance(out, torch.Tensor):
         result.update(shape=list(out.shape), dtype=str(out.dtype).replace("torch.", ""),
                       floating=bool(out.is_floating_point()),
-                      finite=bool(torch.isfinite(out).all()) if out.is_floating_point() else None)
+                      out=pack(out) if out.is_floating_point() else None)
     return result
 
 
@@ -89,24 +101,23 @@ def _dead_unit_hooks(model: nn.Module, stats: dict[str, list[float]]):
 
 
 def trainability(payload: dict[str, Any], workdir: Path) -> dict[str, Any]:
-    """A few optimizer steps on fixed batches: gradients, loss trajectory, dead units."""
-    steps = int(payload.get("steps", 20))
+    """Optimizer steps on the train batches the parent drew (``payload['batches']``, row
+    indices): the first step's gradient states, and per step the loss, its penalty part, the
+    gradient norm and the outputs (from which the parent recomputes the loss)."""
     model, recipe, kind, prep = _setup(payload, workdir)
     X, y = prep.parts["train"]
     n_out = _n_out(model, X)
     loss_fn, loss_name = loss_function(recipe, kind, n_out, model)
     model.train()
     opt = make_optimizer(model, recipe)
-    gen = np.random.default_rng(int(payload.get("seed", 0)))
-    batch = min(PROBE_BATCH, len(X))
-    rows = gen.choice(len(X), size=batch, replace=False)
-    xb = torch.as_tensor(X[rows])
-    yb = targets(y[rows], loss_name, prep)
+    batches = [np.asarray(rows, dtype=np.int64) for rows in payload["batches"]]
     dead: dict[str, list[float]] = {}
     hooks = _dead_unit_hooks(model, dead)
     # first step: gradients per parameter, before any update
     opt.zero_grad(set_to_none=True)
-    loss0 = loss_fn(model(xb), yb)
+    xb, yb = torch.as_tensor(X[batches[0]]), targets(y[batches[0]], loss_name, prep)
+    out0 = model(xb)
+    loss0 = loss_fn(out0, yb)
     loss0.backward()
     for h in hooks:
         h.remove()
@@ -121,41 +132,43 @@ def trainability(payload: dict[str, Any], workdir: Path) -> dict[str, Any]:
             grads[name] = {"state": "ok", "norm": r(g.norm()),
                            "finite": bool(torch.isfinite(g).all()),
                            "zero": bool((g == 0).all())}
-    losses, gnorms = [], []
-    for i in range(steps):
-        rows = gen.choice(len(X), size=batch, replace=False) if i else rows
-        loss, gnorm = train_step(model, opt, loss_fn, torch.as_tensor(X[rows]),
+    steps = []
+    for rows in batches:
+        record: dict[str, Any] = {}
+
+        def measured(out: torch.Tensor, target: torch.Tensor,
+                     record: dict[str, Any] = record) -> torch.Tensor:
+            with torch.no_grad():
+                record.update(outputs_of(out), penalty=r(loss_fn.penalty()))
+            return loss_fn(out, target)
+
+        loss, gnorm = train_step(model, opt, measured, torch.as_tensor(X[rows]),
                                  targets(y[rows], loss_name, prep), recipe)
-        losses.append(r(loss))
-        gnorms.append(r(gnorm))
+        steps.append({"loss": r(loss), "grad_norm": r(gnorm), **record})
         if not math.isfinite(loss):
             break
-    return {"loss_name": loss_name, "initial_loss": r(loss0.detach()), "losses": losses,
-            "grad_norms": gnorms, "gradients": grads, "steps": steps, "batch": batch,
+    return {"n_out": n_out, "initial": {"loss": r(loss0.detach()), **outputs_of(out0)},
+            "steps": steps, "gradients": grads,
             "dead_fraction": {k: r(np.mean(v)) for k, v in dead.items()}}
 
 
 def stability(payload: dict[str, Any], workdir: Path) -> dict[str, Any]:
-    """float64 vs float32 drift, extreme inputs, eval-mode batch invariance."""
+    """Eval-mode outputs on held-out inputs in float32 and float64, on extreme inputs, and
+    row by row (the parent judges drift, finiteness and batch invariance)."""
     model, _, _, prep = _setup(payload, workdir)
-    X = torch.as_tensor(prep.parts["valid"][0][:PROBE_BATCH])
+    X = torch.as_tensor(prep.parts["eval"][0][:int(payload.get("rows", 64))])
     model.eval()
     with torch.no_grad():
         out32 = model(X).float()
         m64 = _as_float64(model)
         out64 = m64(X.double()).double() if m64 is not None else None
-        scale = float(out32.abs().max().clamp_min(1.0))
-        drift = (float((out32.double() - out64).abs().max()) / scale
-                 if out64 is not None else None)
         extremes = {}
         for label, factor in (("x1e3", 1e3), ("x-1e3", -1e3), ("zeros", 0.0)):
             xe = X * factor if factor else torch.zeros_like(X)
-            extremes[label] = bool(torch.isfinite(model(xe)).all())
-        single = torch.cat([model(X[i:i + 1]) for i in range(min(16, len(X)))])
-        batch_diff = float((single - out32[:len(single)]).abs().max()) / scale
-    return {"finite": bool(torch.isfinite(out32).all()),
-            "drift_f64": r(drift) if drift is not None else None,
-            "extreme_inputs_finite": extremes, "batch_invariance": r(batch_diff)}
+            extremes[label] = pack(model(xe).float())
+        single = torch.cat([model(X[i:i + 1]) for i in range(min(16, len(X)))]).float()
+    return {"out32": pack(out32), "out64": None if out64 is None else pack(out64),
+            "extremes": extremes, "single": pack(single)}
 
 
 def _as_float64(model: nn.Module) -> nn.Module | None:
@@ -166,31 +179,33 @@ def _as_float64(model: nn.Module) -> nn.Module | None:
 
 
 def train_eval(payload: dict[str, Any], workdir: Path) -> dict[str, Any]:
-    """Train with the recipe; metrics on train/valid/test; the trained weights."""
+    """Train with the recipe. After each epoch the outputs on the held-out inputs go to the
+    parent, which answers whether the epoch is the best so far and whether to stop (it
+    computes the validation loss; the labels stay with it). Returns the training history,
+    the outputs on the train rows and the trained weights."""
     model, recipe, kind, prep = _setup(payload, workdir)
     device = payload.get("device", "cpu")
     n_out = _n_out(model, prep.parts["train"][0])
     seed_everything(int(payload.get("seed", 0)), int(payload.get("threads", 1)))
     shared = payload.get("shared_dropout") or {}
     hooked = shared_dropout.install(model, shared["seed"], shared["modules"]) if shared else []
+    X_eval = prep.parts["eval"][0]
+
+    def judge(epoch: int, train_loss: float, net: nn.Module) -> tuple[bool, bool]:
+        out, tagged = eval_outputs(net, X_eval, device)
+        answer = channel.ask(payload, {
+            "epoch": epoch, "train_loss": r(train_loss), "eval": pack(out),
+            "logits": None if tagged is None else {"kind": tagged[0], "values": pack(tagged[1])}})
+        return bool(answer.get("best")), bool(answer.get("stop"))
+
     hist, loss_name = fit(model, prep, recipe, kind, n_out, device=device,
-                          seed=int(payload.get("seed", 0)))
+                          seed=int(payload.get("seed", 0)), judge=judge)
     result: dict[str, Any] = {
-        "shared_dropout": hooked, "loss_name": loss_name, "diverged": hist.diverged,
-        "best_epoch": hist.best_epoch,
-        "stopped_early": hist.stopped_early, "epochs_run": len(hist.epochs),
+        "shared_dropout": hooked, "n_out": n_out, "diverged": hist.diverged,
         "history": [{k: r(v) for k, v in e.items()} for e in hist.epochs]}
     if hist.diverged:
         return result
-    scores = {}
-    for part, (X, y) in prep.parts.items():
-        pred = predict_scores(model, X, loss_name, prep, device=device,
-                              from_logits=recipe.from_logits)
-        if not np.all(np.isfinite(pred)):
-            result["diverged"] = {"epoch": None, "step": None, "loss": "non-finite predictions"}
-            return result
-        scores[part] = {k: r(v) for k, v in metrics.all_metrics(kind, y, pred).items()}
-    result["metrics"] = scores
+    result["train_outputs"] = pack(raw_outputs(model, prep.parts["train"][0], device))
     buf = io.BytesIO()
     torch.save({k: v.cpu() for k, v in model.state_dict().items()}, buf)
     if buf.tell() <= MAX_WEIGHTS_BYTES:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -31,9 +32,10 @@ class Prepared:
 
 
 def prepare(data: dict[str, np.ndarray], recipe: Recipe, kind: str) -> Prepared:
-    """Apply ``recipe.preprocessing`` with statistics of the train part only."""
-    parts = {p: (data[f"X_{p}"].astype(np.float32), data[f"y_{p}"])
-             for p in ("train", "valid", "test") if f"X_{p}" in data}
+    """Apply ``recipe.preprocessing`` with statistics of the train part only. A part without
+    labels (in the sandbox: the held-out rows, ``eval``) gets ``None`` for y."""
+    parts = {p: (data[f"X_{p}"].astype(np.float32), data.get(f"y_{p}"))
+             for p in ("train", "valid", "test", "eval") if f"X_{p}" in data}
     prep = Prepared(parts)
     if recipe.preprocessing == "standardize":
         X_train = parts["train"][0]
@@ -42,9 +44,14 @@ def prepare(data: dict[str, np.ndarray], recipe: Recipe, kind: str) -> Prepared:
         std[std == 0] = 1.0
         prep.parts = {p: ((X - mean) / std, y) for p, (X, y) in parts.items()}
         if kind == "regression":
-            prep.y_mean = float(parts["train"][1].mean())
-            prep.y_std = float(parts["train"][1].std()) or 1.0
+            prep.y_mean, prep.y_std = target_scaling(parts["train"][1])
     return prep
+
+
+def target_scaling(y_train: np.ndarray) -> tuple[float, float]:
+    """(mean, std) a standardizing recipe scales regression targets by: the harness in the
+    sandbox and the judge in the parent compute it with this one function."""
+    return float(y_train.mean()), float(y_train.std()) or 1.0
 
 
 KERAS_EPS = 1e-7  # Keras clips probabilities to [eps, 1 - eps] before taking logs
@@ -225,23 +232,54 @@ def train_step(model: nn.Module, opt, loss_fn, xb, yb, recipe: Recipe) -> tuple[
     return float(loss.detach()), gnorm
 
 
-def predict_scores(model: nn.Module, X: np.ndarray, loss_name: str, prep: Prepared,
-                   device: str = "cpu", batch: int = 4096,
-                   from_logits: bool = True) -> np.ndarray:
-    """Class probabilities (classification) or predictions on the original scale."""
+def eval_outputs(model: nn.Module, X: np.ndarray, device: str = "cpu", batch: int = 4096
+                 ) -> tuple[torch.Tensor, tuple[str, torch.Tensor] | None]:
+    """The model's eval-mode outputs on ``X`` (float32, on the CPU), in batches, and the
+    logits behind them when they are a tagged softmax/sigmoid (``tag_logits``): a validation
+    loss computed from outputs alone would lose Keras' logits rule."""
     model.eval()
-    outs = []
+    outs, logits, kind = [], [], None
     with torch.no_grad():
         for i in range(0, len(X), batch):
-            outs.append(model(torch.as_tensor(X[i:i + batch], device=device)).float().cpu())
-    out = torch.cat(outs) if outs else torch.empty(0, 1)
+            out = model(torch.as_tensor(X[i:i + batch], device=device))
+            tag = getattr(out, "_keras_logits", None)
+            if tag is not None:
+                kind = tag[0]
+                logits.append(tag[1].float().cpu())
+            outs.append(out.float().cpu())
+    if not outs:
+        return torch.empty(0, 1), None
+    tagged = (kind, torch.cat(logits)) if kind and len(logits) == len(outs) else None
+    return torch.cat(outs), tagged
+
+
+def raw_outputs(model: nn.Module, X: np.ndarray, device: str = "cpu",
+                batch: int = 4096) -> torch.Tensor:
+    """The model's eval-mode outputs on ``X`` (float32, on the CPU), in batches."""
+    return eval_outputs(model, X, device, batch)[0]
+
+
+def scores_from_outputs(out: torch.Tensor, loss_name: str, from_logits: bool = True,
+                        y_mean: float = 0.0, y_std: float = 1.0) -> np.ndarray:
+    """Class probabilities (classification) or predictions on the original scale, from raw
+    outputs: the parent turns the outputs a sandboxed candidate returned into scores with
+    this, the same arithmetic the harness uses on a model in hand."""
+    out = out.float()
     if loss_name == "cross_entropy":
         if not from_logits:
             return (out / out.sum(dim=1, keepdim=True)).numpy()
         return torch.softmax(out, dim=1).numpy()
     if loss_name == "binary_cross_entropy":
         return (torch.sigmoid(out) if from_logits else out).reshape(-1).numpy()
-    return (out.reshape(-1).numpy() * prep.y_std + prep.y_mean).astype(np.float64)
+    return (out.reshape(-1).numpy() * y_std + y_mean).astype(np.float64)
+
+
+def predict_scores(model: nn.Module, X: np.ndarray, loss_name: str, prep: Prepared,
+                   device: str = "cpu", batch: int = 4096,
+                   from_logits: bool = True) -> np.ndarray:
+    """Class probabilities (classification) or predictions on the original scale."""
+    return scores_from_outputs(raw_outputs(model, X, device, batch), loss_name, from_logits,
+                               prep.y_mean, prep.y_std)
 
 
 def epoch_order(n: int, epoch: int, seed: int) -> np.ndarray:
@@ -296,23 +334,73 @@ class History:
     stopped_early: bool = False
 
 
-def fit(model: nn.Module, prep: Prepared, recipe: Recipe, kind: str, n_out: int,
-        device: str = "cpu", seed: int = 0) -> tuple[History, str]:
-    """Train per recipe with validation-loss early stopping; stops at the first NaN loss."""
-    model.to(device)
-    loss_fn, loss_name = loss_function(recipe, kind, n_out, model)
-    X, y = prep.parts["train"]
+@dataclass
+class EarlyStopping:
+    """Keras' EarlyStopping on the validation loss, as pure bookkeeping: fed one loss per
+    epoch, it says whether this epoch is the best so far and whether to stop. The parent runs
+    it on losses it computes from the candidate's outputs (the labels never enter the
+    sandbox); ``fit`` runs it on a validation loss of its own where labels are at hand."""
+
+    patience: int = 0
+    best_loss: float = math.inf
+    best_epoch: int | None = None
+    bad: int = 0
+
+    def update(self, epoch: int, loss: float) -> tuple[bool, bool]:
+        """(best, stop) after ``epoch`` (1-based) ended with validation ``loss``."""
+        if not math.isfinite(loss):
+            return False, True
+        if loss < self.best_loss - 1e-6:
+            self.best_loss, self.best_epoch, self.bad = loss, epoch, 0
+            return True, False
+        self.bad += 1
+        return False, bool(self.patience and self.bad >= self.patience)
+
+
+# Decides after each epoch: (epoch, mean train loss, model) -> (best so far, stop now).
+EpochJudge = Callable[[int, float, nn.Module], tuple[bool, bool]]
+
+
+def valid_loss_judge(prep: Prepared, recipe: Recipe, kind: str, n_out: int,
+                     device: str = "cpu") -> tuple[EpochJudge, EarlyStopping, list[float]]:
+    """The judge ``fit`` uses where the validation labels are at hand (trusted code: the
+    sweep's rounding spread, tests): the recipe's data loss on the valid part."""
     Xv, yv = prep.parts["valid"]
-    Xt = torch.as_tensor(X, device=device)
-    yt = targets(y, loss_name, prep).to(device)
+    loss_fn, loss_name = loss_function(recipe, kind, n_out)
     Xvt = torch.as_tensor(Xv, device=device)
     yvt = targets(yv, loss_name, prep).to(device)
+    stopper = EarlyStopping(recipe.early_stopping)
+    losses: list[float] = []
+
+    def judge(epoch: int, train_loss: float, model: nn.Module) -> tuple[bool, bool]:
+        model.eval()
+        with torch.no_grad():
+            losses.append(float(loss_fn.data_loss(model(Xvt), yvt)))
+        return stopper.update(epoch, losses[-1])
+
+    return judge, stopper, losses
+
+
+def fit(model: nn.Module, prep: Prepared, recipe: Recipe, kind: str, n_out: int,
+        device: str = "cpu", seed: int = 0,
+        judge: EpochJudge | None = None) -> tuple[History, str]:
+    """Train per recipe; after each epoch ``judge`` says whether the epoch is the best so far
+    (kept when ``recipe.restore_best``) and whether to stop (early stopping, or a
+    non-finite validation loss). Stops at the first NaN training loss."""
+    model.to(device)
+    loss_fn, loss_name = loss_function(recipe, kind, n_out, model)
+    valid_losses: list[float] | None = None
+    if judge is None:
+        judge, _, valid_losses = valid_loss_judge(prep, recipe, kind, n_out, device)
+    X, y = prep.parts["train"]
+    Xt = torch.as_tensor(X, device=device)
+    yt = targets(y, loss_name, prep).to(device)
     opt = make_optimizer(model, recipe)
     steps_per_epoch = math.ceil(len(X) / recipe.batch_size)
     sched = make_schedule(opt, recipe, recipe.epochs)
     hist = History()
     lone_rows_fail = refuses_one_row(model)
-    best, best_state, bad = math.inf, None, 0
+    best_state = None
     for epoch in range(recipe.epochs):
         model.train()
         order = torch.as_tensor(epoch_order(len(X), epoch, seed), device=device)
@@ -328,23 +416,21 @@ def fit(model: nn.Module, prep: Prepared, recipe: Recipe, kind: str, n_out: int,
             total += loss * len(idx)
         if sched is not None:
             sched.step()
-        model.eval()
-        with torch.no_grad():
-            vloss = float(loss_fn.data_loss(model(Xvt), yvt))
-        hist.epochs.append({"epoch": epoch + 1, "train_loss": total / len(X),
-                            "valid_loss": vloss})
-        if not math.isfinite(vloss):
-            hist.diverged = {"epoch": epoch + 1, "step": None, "loss": repr(vloss)}
-            return hist, loss_name
-        if vloss < best - 1e-6:
-            best, bad, hist.best_epoch = vloss, 0, epoch + 1
+        best, stop = judge(epoch + 1, total / len(X), model)
+        hist.epochs.append({"epoch": epoch + 1, "train_loss": total / len(X)})
+        if valid_losses is not None:
+            hist.epochs[-1]["valid_loss"] = valid_losses[-1]
+            if not math.isfinite(valid_losses[-1]):
+                hist.diverged = {"epoch": epoch + 1, "step": None,
+                                 "loss": repr(valid_losses[-1])}
+                return hist, loss_name
+        if best:
+            hist.best_epoch = epoch + 1
             if recipe.early_stopping and recipe.restore_best:
                 best_state = copy.deepcopy(model.state_dict())
-        else:
-            bad += 1
-            if recipe.early_stopping and bad >= recipe.early_stopping:
-                hist.stopped_early = True
-                break
+        if stop:
+            hist.stopped_early = bool(recipe.early_stopping)
+            break
     if best_state is not None:
         model.load_state_dict(best_state)
     return hist, loss_name

@@ -5,7 +5,8 @@ with its diff, the report summary, the artifact paths and "Insert as new cell".
 Only standard ipywidgets and a plotly ``FigureWidget``, so it renders in JupyterLab,
 Notebook 7 and VS Code. It subscribes to the run's events (:meth:`RunPanel.on_event`), which
 arrive on the loop's thread; the buttons call the run's controls on the kernel's thread. One
-lock orders both.
+lock orders both. Text from the store, a candidate or an agent is shown through :func:`_esc`:
+HTML-escaped and without control characters or bidi overrides.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import plotly.graph_objects as go
 
 from autopilot_lab.events import Event
 from autopilot_lab.hints import Hint
+from autopilot_lab.text import DEFAULT_LIMIT, clean
 
 BADGES = {  # state -> (symbol, background colour)
     "pending": ("○", "#e5e7eb"), "running": ("▶", "#bfdbfe"), "passed": ("✓", "#bbf7d0"),
@@ -176,8 +178,7 @@ class RunPanel:
     def _on_candidate_proposed(self, data: dict[str, Any]) -> None:
         summary = (data.get("candidate") or {}).get("notes", {}).get("summary", "")
         self.ladder_caption.value = (f"<b>Iteration {data['iteration']}</b> "
-                                     f"({html.escape(data.get('agent', ''))}): "
-                                     f"{html.escape(summary)}")
+                                     f"({_esc(data.get('agent', ''))}): {_esc(summary)}")
 
     def _on_check_started(self, data: dict[str, Any]) -> None:
         self._check(data["check"])
@@ -266,9 +267,9 @@ class RunPanel:
         for hint in hints:
             cells += [widgets.HTML(f"<b>{hint.kind.name}</b>"),
                       widgets.HTML(hint.priority.name),
-                      widgets.HTML(html.escape(hint.check)),
+                      widgets.HTML(_esc(hint.check)),
                       widgets.HTML(_cell(hint.observed)), widgets.HTML(_cell(hint.expected)),
-                      widgets.HTML(html.escape(hint.suggestion)),
+                      widgets.HTML(_esc(hint.suggestion)),
                       self._decision_cell(n, hint, decisions.get(hint.key))]
         _replace_children(self.hints_table, cells)
 
@@ -289,7 +290,7 @@ class RunPanel:
                 self.controls.decide(n, hint.key, decision)
                 show(decision)
                 self.message.value = f"{decision}ed {html.escape(hint.kind.name)} " \
-                                     f"({html.escape(hint.key)})"
+                                     f"({_esc(hint.key)})"
             return self._guard(click)
 
         accept.on_click(decide("accept"))
@@ -306,7 +307,7 @@ class RunPanel:
     def _add_note(self, _: Any) -> None:
         n = self.frontier if self.frontier is not None else self.iteration
         self.controls.note(n, self.note_text.value)
-        self.message.value = f"note stored for iteration {n}: {html.escape(self.note_text.value)}"
+        self.message.value = f"note stored for iteration {n}: {_esc(self.note_text.value)}"
         self.note_text.value = ""
 
     def _show_outcome(self) -> None:
@@ -314,8 +315,8 @@ class RunPanel:
         if found is None:
             _replace_children(self.result, [widgets.HTML("<i>No iteration was scored.</i>")])
             return
-        summary = "".join(f"<li>{html.escape(line)}</li>" for line in found.summary)
-        paths = "".join(f"<li>{html.escape(k)}: <code>{html.escape(v)}</code></li>"
+        summary = "".join(f"<li>{_esc(line)}</li>" for line in found.summary)
+        paths = "".join(f"<li>{_esc(k)}: <code>{_esc(v)}</code></li>"
                         for k, v in sorted(found.paths.items()))
         insert = widgets.Button(description="Insert as new cell", icon="plus",
                                 button_style="info", layout=widgets.Layout(width="max-content"),
@@ -327,7 +328,7 @@ class RunPanel:
                          f"{found.best_score}, targets met: {found.targets_met}</h4>"
                          f"<ul>{summary}</ul>"),
             widgets.Accordion(children=[
-                widgets.HTML(_pre(html.escape(found.cell))), widgets.HTML(_pre(diff)),
+                widgets.HTML(_pre(_esc(found.cell, None))), widgets.HTML(_pre(diff)),
                 widgets.HTML(f"<ul>{paths}</ul>")],
                 titles=("Best candidate: code and recipe",
                         f"Diff against iteration {found.best_iteration - 1}",
@@ -351,7 +352,7 @@ class RunPanel:
                 except Exception as e:  # a click must never leave the panel silent
                     self.message.value = (f"<span style='color:#b91c1c'>"
                                           f"{html.escape(type(e).__name__)}: "
-                                          f"{html.escape(str(e))}</span>")
+                                          f"{_esc(e)}</span>")
         return run
 
 
@@ -370,7 +371,7 @@ def _status(state: str, detail: str = "") -> str:
     colour = {"running": "#1d4ed8", "waiting": "#b45309", "finished": "#15803d",
               "stopped": "#6b7280", "stopping": "#6b7280", "failed": "#b91c1c"}.get(state,
                                                                                   "#374151")
-    extra = f" &nbsp; {html.escape(detail)}" if detail else ""
+    extra = f" &nbsp; {_esc(detail)}" if detail else ""
     return f"&nbsp; <b style='color:{colour}'>{html.escape(state)}</b>{extra}"
 
 
@@ -380,8 +381,13 @@ def _badge(name: str, state: str) -> str:
             f"padding:2px 8px;margin-right:4px'>{symbol} {html.escape(name)}</span>")
 
 
+def _esc(value: Any, limit: int | None = DEFAULT_LIMIT) -> str:
+    """``value`` as HTML text: control characters and bidi overrides gone, then escaped."""
+    return html.escape(clean(value, limit))
+
+
 def _cell(value: Any) -> str:
-    text = f"{value:.6g}" if isinstance(value, float) else str(value)
+    text = f"{value:.6g}" if isinstance(value, float) else clean(value, None)
     return html.escape(text if len(text) <= 80 else text[:77] + "...")
 
 
@@ -394,6 +400,6 @@ def _diff_html(diff: str) -> str:
     out = []
     for line in diff.splitlines():
         colour = {"+": "#15803d", "-": "#b91c1c", "@": "#6b7280"}.get(line[:1])
-        text = html.escape(line)
+        text = _esc(line, None)
         out.append(f"<span style='color:{colour}'>{text}</span>" if colour else text)
     return "\n".join(out)

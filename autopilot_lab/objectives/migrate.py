@@ -107,10 +107,13 @@ class MigrateObjective(Objective):
         task = self.task or self._synthetic_task()
         data_path = task.save_npz(workdir / "data.npz")
         ref = KerasReference(self.model, self.translation, self.recipe, self.kind)
-        rows, y = task.part("valid")
+        # parity's fixed rows are train rows: their labels may enter the sandbox (the loss
+        # and gradients need them); the held-out labels never do
+        rows, y = task.part("train")
         self.reference_meta = ref.write(workdir / "reference.npz",
                                         rows if self.task is not None else None,
                                         y if self.task is not None else None, seed=self.seed)
+        self.reference_meta["arrays"] = str(workdir / "reference.npz")
         from autopilot_lab.migrate.translator import camel
 
         self.reference_meta["unsupported"] = [
@@ -132,10 +135,7 @@ class MigrateObjective(Objective):
                 "n_classes": task.n_classes}
         return CheckContext(task=info, data_path=data_path, sandbox=sandbox, target=self.target,
                             seed=self.seed, threads=self.threads, device=self.device,
-                            y_std=y_std, reference=self.reference_meta,
-                            extra_inputs={"reference.npz": workdir / "reference.npz",
-                                          "reference.npz.json":
-                                              workdir / "reference.npz.json"})
+                            y_std=y_std, reference=self.reference_meta, oracle=ref)
 
     def _synthetic_task(self) -> data_mod.Task:
         """No data given: seeded random inputs labelled by the Keras model itself."""
