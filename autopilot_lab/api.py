@@ -55,6 +55,22 @@ def improve(model: Any, data: Any, *, target: str | None = DEFAULT_TARGET,
                between_iterations=between_iterations)
 
 
+def improve_from(run_id: str, *, target: str | None = DEFAULT_TARGET,
+                 max_iters: int = DEFAULT_MAX_ITERS, agent: str = "rules",
+                 store: Store | None = None, home: str | os.PathLike | None = None,
+                 subscribers: Iterable[Subscriber] = (), limits: Limits | None = None,
+                 on_loop: Callable[[Loop], None] | None = None,
+                 between_iterations: Callable[[Iteration], None] | None = None) -> RunResult:
+    """Improve what a finished run chose (``autopilot improve --from RUN``): candidate 0 is
+    that run's best candidate as it is (model, recipe, weights), on the same data and split,
+    trained as the run trained it; the new run's best is never worse on valid than it."""
+    store = store or Store(home)
+    objective = ImproveObjective.from_run(store, run_id, target=target)
+    return run(objective, agent=agent, max_iters=max_iters, store=store,
+               subscribers=subscribers, limits=limits, on_loop=on_loop,
+               between_iterations=between_iterations)
+
+
 def migrate(keras_model: Any, data: Any = None, *, fit: dict | None = None,
             start: str | os.PathLike | None = None, max_iters: int = DEFAULT_MAX_ITERS,
             agent: str = "rules", datasets_dir: str | None = None, seed: int = 0,

@@ -242,8 +242,11 @@ def _print_result(result) -> None:
     print(render_progression(result.report))
     print(f"\nrun {result.run_id}: {result.status} ({clean(result.reason)})")
     if result.best:
-        print(f"best: iteration {result.best.n}, score {result.best.score}, targets met: "
-              f"{result.targets_met}")
+        print(f"best: iteration {result.best.n}, score {result.best.score}, targets met "
+              f"(on valid): {result.targets_met}")
+    test = result.report.get("test") or {}
+    if test.get("note"):
+        print(f"test (scored once): {clean(test['note'])}")
     for kind, path in result.report_paths.items():
         print(f"report ({kind}): {path}")
 

@@ -100,10 +100,10 @@ def render_parity(report: dict) -> str:
             ["loss on one batch (torch / keras)",
              f"{parity['loss']['torch']:.6g} / {parity['loss']['keras']:.6g}", "equal"],
             ["training steps compared", str(len(parity["dynamics_losses"]["torch"])), "-"]]
-    keras = (report["objective"].get("keras_metrics") or {}).get("test")
-    metrics = best.get("metrics") or {}
-    if keras and metrics.get("test"):
+    test = report.get("test") or {}
+    keras = (test.get("references") or {}).get("Keras")
+    if keras and test.get("scored"):
         for name, value in keras.items():
             rows.append([f"test {name} (torch / keras)",
-                         f"{metrics['test'].get(name, float('nan')):.4g} / {value:.4g}", "-"])
+                         f"{test['metrics'].get(name, float('nan')):.4g} / {value:.4g}", "-"])
     return "parity\n" + _table(["measure", "value", "bound"], rows)

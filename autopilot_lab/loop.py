@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from autopilot_lab import evaluation
 from autopilot_lab import report as report_mod
 from autopilot_lab.agents.base import Agent, NoProposal
 from autopilot_lab.events import Event, EventBus
@@ -141,9 +142,12 @@ class Loop:
                     break
                 if self.between_iterations and len(journal) < self.max_iters:
                     self.between_iterations(it)
+        # the run's one look at the test labels, for the candidate valid chose
+        test = evaluation.final_test(self.objective, ctx, journal.best)
         totals = getattr(self.artifacts, "llm_totals", None)
         report = report_mod.build_report(self.run_id, self.objective, journal, status, reason,
-                                         llm_totals=totals(self.run_id) if totals else None)
+                                         llm_totals=totals(self.run_id) if totals else None,
+                                         test=test)
         paths = {}
         if self.artifacts:
             best = journal.best

@@ -17,9 +17,11 @@ from autopilot_lab.text import clean, clean_line
 
 
 def build_report(run_id: str, objective, journal: Journal, status: str,
-                 reason: str, llm_totals: dict[str, Any] | None = None) -> dict[str, Any]:
+                 reason: str, llm_totals: dict[str, Any] | None = None,
+                 test: dict[str, Any] | None = None) -> dict[str, Any]:
     """The report; ``llm_totals`` (the store's, which also counts the exchanges of a proposal
-    that never came) replaces the sum of the iterations' LLM usage when given."""
+    that never came) replaces the sum of the iterations' LLM usage when given; ``test`` is
+    the run's one test scoring (``evaluation.final_test``): the only test figures in it."""
     iterations = []
     for it in journal.iterations:
         card = it.scorecard
@@ -44,6 +46,7 @@ def build_report(run_id: str, objective, journal: Journal, status: str,
         "chain": _chain(journal), "best": None,
         "llm": llm_totals if llm_totals is not None else _llm_sum(iterations),
         "sandbox_missing": Sandbox.missing_layers(),
+        "test": test,
     }
     if best:
         metric = best.scorecard.verdict("metric")
@@ -188,8 +191,9 @@ def to_markdown(report: dict[str, Any]) -> str:
     if best:
         parity = best.get("parity")
         if parity:
-            keras = (obj.get("keras_metrics") or {}).get("test") or {}
-            ours = (best.get("metrics") or {}).get("test") or {}
+            test = report.get("test") or {}
+            keras = (test.get("references") or {}).get("Keras") or {}
+            ours = test.get("metrics") or {}
             lines += ["", "## Parity with Keras", "", "| measure | PyTorch | Keras |",
                       "| --- | --- | --- |",
                       f"| forward outputs, max abs error | {parity['max_abs_error']:.3g} | - |",
@@ -200,6 +204,7 @@ def to_markdown(report: dict[str, Any]) -> str:
                       f"{parity['dynamics_losses']['keras'][-1]:.6g} |"]
             lines += [f"| test {k} | {ours.get(k, float('nan')):.4g} | {v:.4g} |"
                       for k, v in keras.items()]
+        lines += _test_section(report.get("test"))
         lines += ["", "## Winning candidate", "", f"Recipe: `{json.dumps(best['recipe'])}`"]
         if best["init_kwargs"]:
             lines.append(f"Constructor arguments: `{json.dumps(best['init_kwargs'])}`")
@@ -214,3 +219,24 @@ def to_markdown(report: dict[str, Any]) -> str:
             lines += ["", f"`{clean_line(fname)}`:", "", "```python",
                       clean(text, limit=None).rstrip(), "```"]
     return "\n".join(lines) + "\n"
+
+
+def _test_section(test: dict[str, Any] | None) -> list[str]:
+    """The run's one test scoring: the chosen candidate beside the references, and whether
+    test confirms what valid decided."""
+    if not test:
+        return []
+    lines = ["", "## Test (scored once, for the candidate chosen on valid)", "",
+             f"- {clean_line(test.get('note', ''))}"]
+    if not test.get("scored"):
+        return lines
+    refs = test.get("references") or {}
+    names = list(test["metrics"])
+    lines += ["", "| model | " + " | ".join(names) + " |",
+              "| --- |" + " --- |" * len(names),
+              f"| chosen (iteration {test['iteration']}) | "
+              + " | ".join(f"{test['metrics'][k]:.4g}" for k in names) + " |"]
+    for ref, ms in refs.items():
+        lines.append(f"| {clean_line(ref)} | " + " | ".join(
+            f"{ms[k]:.4g}" if isinstance(ms.get(k), float) else "-" for k in names) + " |")
+    return lines

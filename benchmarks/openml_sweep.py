@@ -43,7 +43,8 @@ ROUNDING_RUNS = 12  # trainings per miss: the first as the sweep trained it, the
 DEFAULT_BUDGET_S = 300.0
 DEFAULT_MAX_ITERS = 3
 CHAIN_KEYS = ("iteration", "from_iteration", "hint", "repair", "change", "resolved")
-ROW_VERSION = 3  # 2: rows carry the TensorFlow re-seed run (the noise floor); 3: Keras' Adam step
+ROW_VERSION = 4  # 2: rows carry the TensorFlow re-seed run (the noise floor); 3: Keras' Adam step;
+# 4: the split protocol (valid decides, test scored once for the chosen candidate)
 
 
 # ---------------------------------------------------------------- one task (child process)
@@ -77,34 +78,38 @@ def run_task(spec: str, datasets_dir: str | None, home: str, max_iters: int = DE
     classical = hgb_baseline(task, seed)
     t_hgb = time.perf_counter() - t0
     result = _migrate(api, model, spec, fit, max_iters, datasets_dir, seed, home, device)
-    report = result.report
-    tf_metrics = (report.get("objective") or {}).get("keras_metrics") or {}
-    torch_metrics = _torch_metrics(result)
-    tf_value = tf_metrics.get("test", {}).get(metric)
+    # the run's one test scoring: the candidate chosen on valid, and Keras' test figures
+    test = result.report.get("test") or {}
+    tf_test = (test.get("references") or {}).get("Keras") or {}
+    torch_metrics = test.get("metrics") if test.get("scored") else None
+    tf_value = tf_test.get(metric)
     torch_value = torch_metrics.get(metric) if torch_metrics else None
     row = {
         "name": task.name, "spec": spec, "openml_dataset_id": task.openml_dataset_id,
         "openml_task_id": task.openml_task_id, "kind": task.kind, "metric": metric,
         "rows": task.n_rows, "source_rows": source_rows or task.n_rows,
         "features": task.n_features, "arch": assignment.arch, "arch_reason": assignment.reason,
-        "fit": fit, "tf": tf_value, "torch": torch_value, "classical": classical["value"],
-        "metrics": {"tf": tf_metrics.get("test"), "torch": torch_metrics,
-                    "classical": classical["metrics"]},
+        "fit": fit, "tf": tf_value, "torch": torch_value,
+        "classical": classical["test_value"],
+        "metrics": {"tf": tf_test or None, "torch": torch_metrics,
+                    "classical": classical["test_metrics"]},
+        "test_note": test.get("note"),
         "iterations": len(result.history), "run_status": result.status,
         "run_reason": result.reason, "migrate_target_met": result.targets_met,
         "hints": _hints(result), "hint_kinds": _hint_kinds(result),
-        "chain": [{k: c.get(k) for k in CHAIN_KEYS} for c in report.get("chain", [])],
+        "chain": [{k: c.get(k) for k in CHAIN_KEYS} for c in result.report.get("chain", [])],
         "seconds_parts": {"hgb": round(t_hgb, 2),
                           "migrate": round(time.perf_counter() - t0 - t_hgb, 2)},
     }
-    row.update(judge(metric, tf_value, torch_value, classical["value"]))
+    row.update(judge(metric, tf_value, torch_value, classical["test_value"]))
     model.set_weights(initial)
     reseed = _keras_reseed(model, fit, task, seed + 1)
     row["metrics"]["tf_reseed"] = reseed
     row.update(noise_floor(metric, tf_value, reseed.get(metric), row["diff"]))
     row["version"] = ROW_VERSION
     if improve and torch_value is not None:
-        row["improve"] = _improve(api, result, spec, datasets_dir, seed, home, max_iters)
+        row["improve"] = _improve(api, result, home, max_iters, metric, tf_value,
+                                  classical["test_value"], row.get("noise"))
     row["seconds"] = round(time.perf_counter() - t0, 2)
     return row
 
@@ -163,13 +168,6 @@ def _migrate(api, model, spec, fit, max_iters, datasets_dir, seed, home, device)
     objective = MigrateObjective(str(path), spec, fit=fit, datasets_dir=datasets_dir, seed=seed,
                                  device=device)
     return api.run(objective, max_iters=max_iters, home=home, limits=limits)
-
-
-def _torch_metrics(result) -> dict[str, float] | None:
-    card = result.scorecard
-    verdict = card.verdict("metric") if card else None
-    metrics = (verdict.evidence.get("metrics") or {}) if verdict else {}
-    return metrics.get("test")
 
 
 def _hints(result) -> list[dict[str, Any]]:
@@ -284,17 +282,48 @@ def noise_floor(metric: str, tf: float | None, tf_reseed: float | None,
     return {"tf_reseed": tf_reseed, "noise": round(noise, 6), "within_noise": within}
 
 
-def _improve(api, result, spec, datasets_dir, seed, home, max_iters) -> dict[str, Any]:
-    """``improve`` the migrated model with the classical baseline as target."""
-    best = result.report_paths["md"].parent / "best"
-    recipe = json.loads((best / "recipe.json").read_text())
-    run = api.improve(f"{best / 'model.py'}:{result.best_candidate.entry}", spec,
-                      target="baseline+0", recipe=recipe, max_iters=max_iters,
-                      datasets_dir=datasets_dir, seed=seed, home=Path(home) / "improve")
-    verdict = run.scorecard.verdict("metric") if run.scorecard else None
-    value = verdict.evidence.get("value") if verdict else None
-    return {"value": value, "target_met": run.targets_met, "iterations": len(run.history),
-            "hint_kinds": _hint_kinds(run)}
+def _improve(api, result, home, max_iters: int, metric: str, tf: float | None,
+             classical: float | None, noise: float | None) -> dict[str, Any]:
+    """``improve --from`` the migration, with the classical baseline as target: candidate 0 is
+    the migrated candidate as it is (weights, recipe, dropout draws), so ``start`` (its valid
+    figure in the improve run) equals ``migrated_valid`` and best-of on valid never goes
+    below it. ``value`` is the chosen candidate's test figure, scored once; ``vs_tf`` counts a
+    win or a loss only beyond TensorFlow's own re-seed noise."""
+    run = api.improve_from(result.run_id, target="baseline+0", max_iters=max_iters,
+                           home=home)
+    valid = [(it.scorecard.verdict("metric").evidence.get("value")
+              if it.scorecard.verdict("metric") else None) for it in run.history]
+    migrated = result.best.scorecard.verdict("metric").evidence.get("value")
+    test = run.report.get("test") or {}
+    value = test.get("value") if test.get("scored") else None
+    best = run.best
+    return {"start_valid": valid[0], "migrated_valid": migrated,
+            "start_reproduced": valid[0] == migrated,
+            "valid": best.scorecard.verdict("metric").evidence.get("value")
+            if best and best.scorecard.verdict("metric") else None,
+            "start": result.report["test"].get("value"), "value": value,
+            "chosen_iteration": best.n if best else None, "target_met": run.targets_met,
+            "iterations": len(run.history), "hint_kinds": _hint_kinds(run),
+            "repairs": [r.get("repair") for it in run.history
+                        for r in it.candidate.notes.get("repairs", [])],
+            "vs_tf": outcome(metric, value, tf, noise),
+            "vs_migrated": outcome(metric, value, result.report["test"].get("value"), 0.0),
+            "vs_classical": outcome(metric, value, classical, 0.0)}
+
+
+def outcome(metric: str, value: float | None, other: float | None,
+            noise: float | None) -> str | None:
+    """win / tie / loss of ``value`` against ``other``: a tie within the parity tolerance or
+    ``noise`` (relative for errors), whichever is larger."""
+    from autopilot_lab.metrics import HIGHER_IS_BETTER
+
+    if value is None or other is None or not (math.isfinite(value) and math.isfinite(other)):
+        return None
+    relative = not HIGHER_IS_BETTER[metric]
+    gap = (other - value) / other if relative and other else (
+        other - value if relative else value - other)
+    band = max(PARITY_REL if relative else PARITY_ABS, noise or 0.0)
+    return "tie" if abs(gap) <= band + 1e-9 else "win" if gap > 0 else "loss"
 
 
 def judge(metric: str, tf: float | None, torch: float | None,
@@ -477,7 +506,39 @@ def summarize(rows: list[dict[str, Any]], wall_s: float | None = None) -> dict[s
                      "within_rounding": sum(bool(r["rounding"]["within"]) for r in rounding)},
         "parity_rule": f"|torch - tf| <= {PARITY_ABS} (roc_auc, balanced_accuracy), "
                        f"<= {PARITY_REL:.0%} relative (rmse)",
+        "improve": summarize_improve(done),
     }
+
+
+def summarize_improve(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The improve stage: counts of the improved model (test, scored once) against the
+    TensorFlow original (beyond its re-seed noise), the migrated model and HGB; whether any
+    improved model ended worse on valid than its start, and whether every start reproduced
+    the migration."""
+    done = [r["improve"] for r in rows if r.get("improve")]
+    if not done:
+        return None
+
+    def counts(key: str) -> dict[str, int]:
+        c = Counter(i.get(key) for i in done if i.get(key))
+        return {k: c.get(k, 0) for k in ("win", "tie", "loss")}
+
+    worse = [r["name"] for r in rows if r.get("improve") and _worse_on_valid(r)]
+    return {"tasks": len(done), "vs_tf": counts("vs_tf"), "vs_migrated": counts("vs_migrated"),
+            "vs_classical": counts("vs_classical"), "worse_on_valid_than_start": worse,
+            "start_reproduced": sum(bool(i.get("start_reproduced")) for i in done),
+            "rule": "test figures of the candidate chosen on valid; a win or a loss against "
+                    "TensorFlow only beyond max(parity tolerance, TensorFlow's re-seed noise)"}
+
+
+def _worse_on_valid(row: dict[str, Any]) -> bool:
+    from autopilot_lab.metrics import HIGHER_IS_BETTER
+
+    imp = row["improve"]
+    start, valid = imp.get("start_valid"), imp.get("valid")
+    if start is None or valid is None:
+        return False
+    return valid < start if HIGHER_IS_BETTER[row["metric"]] else valid > start
 
 
 def _by_metric(rows: list[dict[str, Any]]) -> dict[str, list[float]]:
@@ -519,6 +580,7 @@ def _markdown(p: dict[str, Any]) -> str:
              f"within "
              f"the tolerance): "
              f"{s['rounding']['within_rounding']} of {s['rounding']['misses_measured']}",
+             *_improve_lines(s.get("improve")),
              f"- median iterations: {s['median_iterations']}; median seconds per task: "
              f"{s['median_seconds']}; task seconds in all: {s['task_seconds_total']}; wall "
              f"seconds: {s['wall_seconds']}", "",
@@ -537,6 +599,19 @@ def _markdown(p: dict[str, Any]) -> str:
               f"{m.get('cuda') or 'cpu'}.  ", f"Command: `{p['command']}`  ",
               f"Finished: {p['finished_at']}", ""]
     return "\n".join(lines)
+
+
+def _improve_lines(imp: dict[str, Any] | None) -> list[str]:
+    if not imp:
+        return []
+    t, m, c = imp["vs_tf"], imp["vs_migrated"], imp["vs_classical"]
+    worse = imp["worse_on_valid_than_start"]
+    return [f"- improved PyTorch (test, chosen on valid) on {imp['tasks']} tasks: vs the "
+            f"TensorFlow original {t['win']} win / {t['tie']} tie / {t['loss']} loss (beyond "
+            f"its re-seed noise); vs the migrated model {m['win']} / {m['tie']} / {m['loss']}; "
+            f"vs HGB {c['win']} / {c['tie']} / {c['loss']}; worse on valid than its start: "
+            f"{', '.join(worse) if worse else 'none'}; start reproduced the migration on "
+            f"{imp['start_reproduced']} of {imp['tasks']}"]
 
 
 def _f(v: Any) -> str:
@@ -588,7 +663,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--improve", action="store_true",
                    help="also improve the migrated model toward the classical baseline")
     p.add_argument("--results", type=Path, default=RESULTS_JSONL, help="rows, one per line")
-    p.add_argument("--summary", type=Path, default=SUMMARY_JSON)
+    p.add_argument("--summary", type=Path, default=SUMMARY_JSON,
+                   help="where the summary goes: a .json or .md path or a stem; both files "
+                        "are written beside each other")
     p.add_argument("--report", type=Path, default=REPORT_HTML)
     p.add_argument("--no-report", action="store_true")
     p.add_argument("--workdir", type=Path, default=WORKDIR)
@@ -600,6 +677,7 @@ def main(argv: list[str] | None = None) -> int:
                         f"{ROW_VERSION})")
     p.add_argument("--datasets-dir", help="manifest folder for local: specs")
     args = p.parse_args(argv)
+    args.summary = summary_json(args.summary)
 
     from tqdm import tqdm
 
@@ -682,9 +760,22 @@ def main(argv: list[str] | None = None) -> int:
           f"median iterations {summary['median_iterations']}, wall {wall} s; wrote {jpath} "
           f"and {mpath}", flush=True)
     if not args.no_report:
-        html = execute_report(args.summary, args.report)
+        try:
+            html = execute_report(args.summary, args.report)
+        except Exception as exc:  # the rows and the summary are written: keep them
+            line = (str(exc).strip().splitlines() or [type(exc).__name__])[-1][:300]
+            print(f"report: failed ({type(exc).__name__}: {line}); the summary and the rows "
+                  f"are intact in {jpath} and {args.results}", file=sys.stderr)
+            return 1
         print(f"report: {html}")
     return 0
+
+
+def summary_json(path: Path) -> Path:
+    """The summary's JSON path for ``--summary`` given as ``x.json``, ``x.md`` or a stem ``x``:
+    the JSON and the markdown (``x.md``) never land in one file."""
+    return path.with_suffix(".json") if path.suffix in (".md", ".json", "") else \
+        path.with_name(path.name + ".json")
 
 
 def explain_misses(args, entries: list[dict[str, Any]], data_dir: str | None) -> None:

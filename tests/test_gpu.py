@@ -16,4 +16,4 @@ def test_the_metric_check_trains_on_cuda_and_matches_the_target(tmp_path):
     ctx = objective.setup(tmp_path, Sandbox())
     verdict = MetricCheck().run(objective.initial_candidate(), ctx)
     assert verdict.passed, [h.to_text() for h in verdict.hints]
-    assert verdict.evidence["metrics"]["test"]["roc_auc"] >= 0.95
+    assert verdict.evidence["metrics"]["valid"]["roc_auc"] >= 0.95

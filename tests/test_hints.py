@@ -35,7 +35,7 @@ def test_hint_text_names_priority_kind_place_observed_expected_and_suggestion():
 
 
 def test_hint_json_round_trip_is_exact():
-    h = Hint(HintKind.METRIC_GAP, "metric", "test roc_auc", 0.91, "roc_auc>=0.95", "train longer",
+    h = Hint(HintKind.METRIC_GAP, "metric", "valid roc_auc", 0.91, "roc_auc>=0.95", "train longer",
              where="recipe")
     d = json.loads(h.to_json())
     assert d["kind"] == "METRIC_GAP" and d["priority"] == "P3"

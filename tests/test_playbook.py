@@ -122,7 +122,7 @@ def test_an_objective_that_narrows_the_playbook_gets_no_tuning_and_is_told_why()
 
     agent, journal = RulesAgent(), Journal()
     journal.add(Iteration(1, agent.propose(_Migration(), journal, [], []), _card(), "rules"))
-    gap = Hint(HintKind.METRIC_GAP, "metric", "test rmse", 0.41, "keras+2%",
+    gap = Hint(HintKind.METRIC_GAP, "metric", "valid rmse", 0.41, "keras+2%",
                "train longer", where="recipe")
     with pytest.raises(NoProposal) as info:
         agent.propose(_Migration(), journal, [gap], [])

@@ -381,16 +381,16 @@ def test_scratch_quota_stops_a_disk_filler(isolation: str) -> None:
     assert list(quota._base.glob(f"run-{os.getpid()}-*")) == []
 
 
-FORGE = """
+FORGE = f"""
 import os, sys
 def main(lines, overlong=False):
     fd = int(sys.argv[1])  # the status pipe the harness reports on
     if overlong:
-        os.write(fd, b"x" * (%d + (2 << 20)) + b"\\n")
+        os.write(fd, b"x" * ({MAX_RESULT_BYTES} + (2 << 20)) + b"\\n")
     for line in lines:
         os.write(fd, line.encode("latin-1"))
     return "genuine"
-""" % MAX_RESULT_BYTES
+"""
 
 
 def test_forged_lines_on_the_status_pipe_are_recorded_never_fatal(sandbox: Sandbox) -> None:

@@ -49,13 +49,32 @@ class CheckContext:
     _split: dict[str, np.ndarray] | None = field(default=None, repr=False)
     _drawn: tuple[int, Path, np.ndarray] | None = field(default=None, repr=False)
     _reference: dict[str, np.ndarray] | None = field(default=None, repr=False)
+    _test_outputs: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+    label_reads: dict[str, int] = field(default_factory=dict)  # test: once per run
 
-    def part(self, name: str) -> tuple[np.ndarray, np.ndarray]:
-        """X, y of a split part as the parent holds them."""
+    def keep_test_outputs(self, candidate: Candidate, outputs: np.ndarray | None) -> None:
+        """The metric tier's outputs on the test rows, kept unscored (valid decides)."""
+        if outputs is not None:
+            self._test_outputs[candidate.digest()] = outputs
+
+    def kept_test_outputs(self, candidate: Candidate) -> np.ndarray | None:
+        return self._test_outputs.get(candidate.digest())
+
+    def _arrays(self) -> dict[str, np.ndarray]:
         if self._split is None:
             with np.load(self.data_path) as npz:
                 self._split = {k: npz[k] for k in npz.files}
-        return self._split[f"X_{name}"], self._split[f"y_{name}"]
+        return self._split
+
+    def inputs(self, name: str) -> np.ndarray:
+        """X of a split part ("train", "valid", "test")."""
+        return self._arrays()[f"X_{name}"]
+
+    def labels(self, name: str) -> np.ndarray:
+        """y of a split part, as the parent holds it; reads of the test labels are counted
+        (``label_reads``): once per run, for the final scoring."""
+        self.label_reads[name] = self.label_reads.get(name, 0) + 1
+        return self._arrays()[f"y_{name}"]
 
     def reference_arrays(self) -> dict[str, np.ndarray]:
         """migrate: Keras' side of parity (``reference.npz``), read by the parent only."""
@@ -78,8 +97,8 @@ class CheckContext:
         of ``X_eval`` is row ``order[i]`` of valid followed by test. One file is kept."""
         if self._drawn is not None and self._drawn[0] == seed:
             return self._drawn[1], self._drawn[2]
-        X_train, y_train = self.part("train")
-        held = np.concatenate([self.part("valid")[0], self.part("test")[0]])
+        X_train, y_train = self.inputs("train"), self.labels("train")
+        held = np.concatenate([self.inputs("valid"), self.inputs("test")])
         order = np.random.default_rng(seed).permutation(len(held))
         path = self.data_path.with_name(f"sandbox-{seed:08x}.npz")
         with path.open("wb") as fh:
@@ -94,7 +113,7 @@ class CheckContext:
         """Positions in ``X_eval`` of the valid rows and of the test rows, in split order."""
         _, order = self.sandbox_data(self.challenge_seed(candidate))
         where = np.argsort(order)
-        n_valid = len(self.part("valid")[1])
+        n_valid = len(self.inputs("valid"))
         return {"valid": where[:n_valid], "test": where[n_valid:]}
 
     def run_job(self, check: str, job: str, candidate: Candidate, module: str = "probes",

@@ -1,4 +1,8 @@
-"""Tier 5: train with the recipe's budget and compare the task metric with the target."""
+"""Tier 5: train with the recipe's budget and compare the validation metric with the target.
+
+Valid decides (the target, the score that ranks candidates, every hint); the test rows'
+outputs are kept unscored for the run's one test scoring (docs/evaluation.md).
+"""
 
 from __future__ import annotations
 
@@ -64,8 +68,9 @@ class MetricCheck(Check):
                 f"{d['loss']} at epoch {d['epoch']}", "finite for the whole training",
                 f"lower the learning rate (now {recipe.lr:g}) or clip gradients",
                 where="recipe.lr")], evidence=evidence)
-        m = res["metrics"]
-        value = m["test"][primary]
+        m = res["metrics"]  # train and valid only: the test part waits for the final scoring
+        ctx.keep_test_outputs(candidate, judge.test_outputs())
+        value = m["valid"][primary]
         evidence.update(metrics=m, value=value)
         hints = []
         met = ctx.target.met(value) if ctx.target else True
@@ -77,14 +82,14 @@ class MetricCheck(Check):
             name, have, want = causes[0]
             others = "; ".join(f"{n} {h} (Keras {w})" for n, h, w in causes[1:])
             hints.append(Hint(
-                HintKind.METRIC_GAP, self.name, f"test {primary} vs Keras (cause: {name})",
+                HintKind.METRIC_GAP, self.name, f"valid {primary} vs Keras (cause: {name})",
                 f"{value:.4g} vs Keras {ctx.target.baseline:.4g}", want,
                 f"short of {ctx.target.text} by {ctx.target.gap(value):.4g}; the recipe's "
                 f"{name} is {have}, Keras trains with {want}: set it"
                 + (f"; other differences: {others}" if others else ""),
                 where=f"recipe.{name}"))
         elif not met:
-            hints.append(Hint(HintKind.METRIC_GAP, self.name, f"test {primary}", value,
+            hints.append(Hint(HintKind.METRIC_GAP, self.name, f"valid {primary}", value,
                               ctx.target.text,
                               f"short by {ctx.target.gap(value):.4g}: train longer (epochs "
                               f"{recipe.epochs}), add capacity, or tune the learning rate "
@@ -97,7 +102,7 @@ class MetricCheck(Check):
                               f"quality gap <= {OVERFIT_GAP}",
                               "add weight decay or dropout, or stop early on the validation "
                               "loss", where="recipe.weight_decay"))
-        keeps = [Keep(self.name, f"test {primary} {value:.4g} meets {ctx.target.text}")] \
+        keeps = [Keep(self.name, f"valid {primary} {value:.4g} meets {ctx.target.text}")] \
             if met and ctx.target else []
         score = metrics.quality(primary, value, y_std=ctx.y_std)
         return self.verdict(met, score, hints, keeps, evidence)
@@ -122,14 +127,15 @@ class EpochJudge:
     is the best so far and whether to stop, from the validation loss it computes on the
     returned held-out outputs (Keras' EarlyStopping, ``training.EarlyStopping``); keeps each
     epoch's outputs, so the metrics come from what the parent saw, at the epoch it chose.
+    Train and valid are scored; the test rows' outputs are kept, not scored.
     It never raises into the sandbox's supervisor: a question out of protocol is refused and
     remembered (``problem``)."""
 
     def __init__(self, candidate: Candidate, ctx: CheckContext):
         self.recipe, self.ctx, self.kind = candidate.recipe, ctx, ctx.task["kind"]
         self.rows = ctx.held_out(candidate)
-        self.y_valid = ctx.part("valid")[1]
-        y_train = ctx.part("train")[1]
+        self.y_valid = ctx.labels("valid")
+        y_train = ctx.labels("train")
         self.scaling = (target_scaling(y_train) if self.kind == "regression"
                         and self.recipe.preprocessing == "standardize" else (0.0, 1.0))
         self.n_eval = len(self.rows["valid"]) + len(self.rows["test"])
@@ -138,6 +144,7 @@ class EpochJudge:
         self.valid_losses: list[float] = []
         self.stopped = False
         self.problem: str | None = None
+        self.chosen: np.ndarray | None = None
 
     def __call__(self, question: dict) -> dict:
         try:
@@ -166,6 +173,11 @@ class EpochJudge:
         best, stop = self.stopper.update(epoch, loss)
         self.stopped = stop
         return {"best": best, "stop": stop}
+
+    def test_outputs(self) -> np.ndarray | None:
+        """The held-out test rows' outputs at the chosen epoch, in test order: kept unscored
+        for the run's one test scoring (``evaluation.final_test``)."""
+        return None if self.chosen is None else self.chosen[self.rows["test"]]
 
     def result(self, m: Measurements) -> dict[str, Any]:
         """The run's figures: history, early stopping, divergence and metrics, from the
@@ -199,15 +211,14 @@ class EpochJudge:
         chosen = (self.stopper.best_epoch if self.recipe.early_stopping and
                   self.recipe.restore_best and self.stopper.best_epoch else len(self.outputs))
         held = self.outputs[chosen - 1]
-        X_train, y_train = self.ctx.part("train")
+        y_train = self.ctx.labels("train")
         train = m.array("train_outputs")
         if train.shape[:1] != (len(y_train),) or (held.ndim == 2 and train.shape[1:] !=
                                                   held.shape[1:]):
             raise Malformed(f"result.train_outputs: shape {list(train.shape)}, expected "
                             f"{len(y_train)} rows like the held-out outputs")
-        parts = {"train": (train, y_train),
-                 "valid": (held[self.rows["valid"]], self.y_valid),
-                 "test": (held[self.rows["test"]], self.ctx.part("test")[1])}
+        self.chosen = held
+        parts = {"train": (train, y_train), "valid": (held[self.rows["valid"]], self.y_valid)}
         scored = {}
         for part, (o, y) in parts.items():
             pred = scores(o, self.recipe, self.kind, *self.scaling)

@@ -35,7 +35,7 @@ class TrainabilityCheck(Check):
     hard = True
 
     def evaluate(self, candidate: Candidate, ctx: CheckContext) -> Verdict:
-        batches = probe_batches(len(ctx.part("train")[1]), ctx.seed)
+        batches = probe_batches(len(ctx.labels("train")), ctx.seed)
         outcome = ctx.run_job(self.name, "trainability", candidate,
                               batches=[b.tolist() for b in batches])
         if outcome.status != "ok":
@@ -111,7 +111,7 @@ def _judged(m: Measurements, recipe: Recipe, ctx: CheckContext,
     """The probe's figures with every loss recomputed here from the returned outputs and the
     labels the parent holds; a reported loss that is not the loss of its outputs is
     tampering."""
-    y = ctx.part("train")[1]
+    y = ctx.labels("train")
     kind = ctx.task["kind"]
     y_mean, y_std = (target_scaling(y) if kind == "regression"
                      and recipe.preprocessing == "standardize" else (0.0, 1.0))

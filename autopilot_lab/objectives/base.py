@@ -45,4 +45,15 @@ class Objective(abc.ABC):
 
     @abc.abstractmethod
     def describe(self) -> dict[str, Any]:
-        """For the report: task, target, baselines (after ``setup``)."""
+        """For the report, prompts and live views: task, target, baselines (after
+        ``setup``), valid figures only: no test figure may reach an agent."""
+
+    def test_references(self) -> dict[str, dict[str, float]]:
+        """The references' test metrics (the Keras original, the classical baseline), for
+        the final scoring only (``evaluation.final_test``)."""
+        return {}
+
+    def test_target(self) -> Any:
+        """The target as it reads on the test part (a ``Target``, or None): the same bound
+        for an absolute target, the reference's test figure for a relative one."""
+        return None

@@ -73,8 +73,17 @@ class MigrateObjective(Objective):
         self.keras_metrics: dict | None = None
         self.reference_meta: dict | None = None
         self.workdir: Path | None = None
+        from autopilot_lab.migrate.shared_masks import shareable
+
+        self.shared_dropout = shareable(self.model, self.translation)
         if self.task is not None:
             _check_input_width(self.translation, self.task)
+
+    def shared_draws(self) -> dict[str, Any]:
+        """The dropout draws both frameworks share (``migrate.shared_masks``): recorded with
+        the run, so `improve --from` trains the chosen candidate exactly as this run did."""
+        return {"seed": self.seed,
+                "modules": {v["module"]: v["salt"] for v in self.shared_dropout.values()}}
 
     # -- spec ------------------------------------------------------------------------------
     def spec(self) -> dict[str, Any]:
@@ -85,7 +94,8 @@ class MigrateObjective(Objective):
             raise ValueError("a run on in-memory arrays cannot be rebuilt from its spec")
         return {"objective": self.name, "keras": self.keras_path, "data": self.data_spec,
                 "fit": self.fit, "start": self.start, "datasets_dir": self.datasets_dir,
-                "seed": self.seed, "threads": self.threads, "device": self.device}
+                "seed": self.seed, "threads": self.threads, "device": self.device,
+                "shared_dropout": self.shared_draws()}
 
     @classmethod
     def from_spec(cls, spec: dict[str, Any]) -> MigrateObjective:
@@ -119,12 +129,7 @@ class MigrateObjective(Objective):
         self.reference_meta["unsupported"] = [
             {"name": u.name, "cls": u.cls, "reason": u.reason, "stub": f"Untranslated"
              f"{camel(u.name)}"} for u in self.translation.unsupported]
-        from autopilot_lab.migrate.shared_masks import shareable
-
-        self.shared_dropout = shareable(self.model, self.translation)
-        self.reference_meta["shared_dropout"] = {
-            "seed": self.seed,
-            "modules": {v["module"]: v["salt"] for v in self.shared_dropout.values()}}
+        self.reference_meta["shared_dropout"] = self.shared_draws()
         if self.task is not None:
             self.keras_metrics = _train_keras(self.model, self.fit_config, self.recipe, task,
                                               self.seed, self.shared_dropout)
@@ -196,9 +201,18 @@ class MigrateObjective(Objective):
                 "layers": len(self.model.layers),
                 "unsupported": [u.__dict__ for u in self.translation.unsupported],
                 "translation_notes": list(self.translation.notes),
-                "keras_metrics": self.keras_metrics,
+                "keras_metrics": {p: m for p, m in (self.keras_metrics or {}).items()
+                                  if p != "test"} or None,
                 "target": self.target.to_dict() if self.target else None,
                 "starting_recipe": self.recipe.to_dict()}
+
+    def test_references(self) -> dict[str, dict[str, float]]:
+        return {"Keras": self.keras_metrics["test"]} if self.keras_metrics else {}
+
+    def test_target(self) -> Target | None:
+        """Parity on test: within the tolerance of Keras' test figure."""
+        return _parity_target(self.kind, self.keras_metrics, "test") if self.keras_metrics \
+            else None
 
     def prompt_context(self, hints: list) -> dict[str, Any]:
         """The Keras model for the LLM prompt: a config summary, its layers (name, class,
@@ -327,9 +341,11 @@ def _check_input_width(translation, task: data_mod.Task) -> None:
                          f"{task.n_features}; pass the dataset the model was built for")
 
 
-def _parity_target(kind: str, keras_metrics: dict) -> Target:
+def _parity_target(kind: str, keras_metrics: dict, part: str = "valid") -> Target:
+    """Within the parity tolerance of Keras' figure on ``part``: valid decides in the loop,
+    test confirms at the end."""
     metric = metrics.PRIMARY[kind]
-    value = keras_metrics["test"][metric]
+    value = keras_metrics[part][metric]
     if metrics.HIGHER_IS_BETTER[metric]:
         return Target(metric, ">=", value - PARITY_ABS, f"keras-{PARITY_ABS:g}", value)
     return Target(metric, "<=", value * (1 + PARITY_REL), f"keras+{PARITY_REL:.0%}", value)

@@ -139,7 +139,7 @@ def _metric_gap() -> Any:
     from autopilot_lab.hints import Hint, HintKind
     from autopilot_lab.scorecard import Verdict
 
-    hint = Hint(HintKind.METRIC_GAP, "metric", "test balanced_accuracy", 0.9333, ">= 0.99",
+    hint = Hint(HintKind.METRIC_GAP, "metric", "valid balanced_accuracy", 0.9333, ">= 0.99",
                 "train longer (more epochs) or widen the model", where="recipe")
     return Verdict("metric", 5, False, True, 0.9333, hints=(hint,),
                    evidence={"metrics": {"balanced_accuracy": 0.9333}, "target_met": False},

@@ -93,7 +93,9 @@ def test_02_improve_reaches_its_target(tmp_path, monkeypatch):
     assert text_of(summary).strip().endswith("finished | targets met: True")
     assert "remove_detach for NO_GRADIENT" in text_of(summary)
     _, auc = cell_with(nb, "test ROC AUC")
-    assert float(text_of(auc).split()[-1]) >= 0.98
+    valid_line, test_line = text_of(auc).strip().splitlines()
+    assert valid_line.startswith("valid ROC AUC") and float(valid_line.split()[-1]) >= 0.98
+    assert test_line.startswith("test ROC AUC, scored once at the end")
     _, status = cell_with(nb, "run = _")
     assert text_of(status).strip() == f"{run_id} is running", "the cell returned at once"
     events = [e["type"] for e in store.events(run_id)]
