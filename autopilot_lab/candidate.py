@@ -26,7 +26,9 @@ class Recipe:
     sigmoid heads; the loss then clips them to [1e-7, 1 - 1e-7] as Keras does).
     ``early_stopping`` is the patience in epochs on the validation loss (0 = off);
     ``restore_best`` puts back the best weights when it stops.
-    ``grad_clip`` is the max gradient norm (0 = off).
+    ``grad_clip`` is the max global gradient norm (Keras ``global_clipnorm``), ``clipnorm`` the
+    max norm of each gradient tensor (Keras ``clipnorm``), ``clipvalue`` the max absolute value
+    of each gradient element (Keras ``clipvalue``); 0 = off.
     ``eps``, ``betas`` (Adam family), ``momentum`` (SGD, RMSprop), ``rho`` and ``centered``
     (RMSprop) and ``nesterov`` (SGD) are the optimizer's constants; ``weight_decay`` is
     decoupled for AdamW. ``keras_epsilon`` steps the optimizer as Keras does
@@ -49,6 +51,8 @@ class Recipe:
     schedule: str = "constant"
     early_stopping: int = 0
     grad_clip: float = 0.0
+    clipnorm: float = 0.0
+    clipvalue: float = 0.0
     preprocessing: str = "none"
     seed: int = 0
     from_logits: bool = True
@@ -77,7 +81,7 @@ class Recipe:
         for name in ("lr", "batch_size", "epochs"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"Recipe.{name} must be > 0, got {getattr(self, name)!r}")
-        for name in ("weight_decay", "early_stopping", "grad_clip"):
+        for name in ("weight_decay", "early_stopping", "grad_clip", "clipnorm", "clipvalue"):
             if getattr(self, name) < 0:
                 raise ValueError(f"Recipe.{name} must be >= 0, got {getattr(self, name)!r}")
 

@@ -100,6 +100,15 @@ class HintKind(enum.Enum):
         "on the other rows of the batch in eval mode.",
         ("standardize inputs", "avoid exp/log on unbounded values",
          "use numerically stable ops (logsumexp, log_softmax)"))
+    NONDETERMINISM = _KindInfo(
+        Priority.P2, "stability",
+        "The same inputs give different outputs in eval mode: noise or sampling at inference.",
+        ("remove randomness from forward() in eval mode",))
+    PRECISION_LOSS = _KindInfo(
+        Priority.P2, "stability",
+        "forward() rounds through half precision (float16/bfloat16) or cannot run in float64: "
+        "a fixed-dtype cast silently loses precision.",
+        ("remove fixed-dtype casts from forward()", "keep intermediates in the input's dtype"))
     METRIC_GAP = _KindInfo(
         Priority.P3, "metric", "The task metric falls short of the target.",
         ("train longer", "raise capacity", "tune the learning rate"))

@@ -46,7 +46,7 @@ class Ladder:
         return Scorecard(tuple(verdicts))
 
 
-def default_ladder() -> Ladder:
+def default_ladder(trainability_gate: bool = True) -> Ladder:
     """Tiers 0, 1, 3, 4, 5 of the design (parity, tier 2, belongs to `migrate`)."""
-    return Ladder([StaticCheck(), BuildCheck(), TrainabilityCheck(), StabilityCheck(),
-                   MetricCheck()])
+    return Ladder([StaticCheck(), BuildCheck(), TrainabilityCheck(hard=trainability_gate),
+                   StabilityCheck(), MetricCheck()])

@@ -27,7 +27,8 @@ OVERFIT_GAP = 0.08  # in quality units (see metrics.quality): train far better t
 # training settings a migration must carry over, in the order they usually matter
 TRAINING_SETTINGS = ("epochs", "batch_size", "lr", "optimizer", "early_stopping",
                      "weight_decay", "penalties", "from_logits", "loss", "eps", "betas",
-                     "momentum", "rho", "nesterov", "centered", "class_weight")
+                     "momentum", "rho", "nesterov", "centered", "class_weight", "grad_clip",
+                     "clipnorm", "clipvalue", "keras_epsilon")
 
 
 class MetricCheck(Check):

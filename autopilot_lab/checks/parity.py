@@ -26,7 +26,8 @@ DYN_WEIGHT_TOL = 1e-5  # max abs error after K steps, relative to max(1, weight 
 NOISE_FACTOR = 10      # ... or to 10x the candidate's own float32-vs-float64 drift
 MOVED_FRACTION = 0.05  # ... or to 5% of how far Keras moved the weight (see _drifted)
 RECIPE_SETTINGS = ("optimizer", "lr", "eps", "betas", "momentum", "rho", "nesterov",
-                   "centered")
+                   "centered", "keras_epsilon", "grad_clip", "clipnorm", "clipvalue",
+                   "batch_size", "class_weight")
 
 
 def _num(x) -> float:
@@ -152,6 +153,14 @@ def _loss_hints(check: str, loss: dict, c: Candidate, expect: dict) -> list[Hint
                      want, f"set from_logits={want}: the model "
                      f"{'outputs probabilities' if not want else 'outputs logits'}, as Keras' "
                      "loss assumes", where="recipe.from_logits")]
+    want_cw = expect["recipe"].get("class_weight")
+    if want_cw != c.recipe.to_dict()["class_weight"] and close(
+            cf.get("keras_class_weight", "inf")):
+        return [Hint(HintKind.IO_MISMATCH, check, "loss on one batch",
+                     f"{torch_l:.6g} with class_weight={c.recipe.to_dict()['class_weight']}",
+                     want_cw, f"set the recipe's class_weight to {want_cw} (Keras' fit "
+                     "class_weight): each sample's loss is scaled by its class's weight",
+                     where="recipe.class_weight")]
     reg = _num(loss["keras_regularization"])
     want = expect["recipe"]["penalties"]
     if reg > 0 and abs(torch_l - (keras_l - reg)) <= LOSS_RTOL * max(1.0, abs(keras_l)):
@@ -213,9 +222,9 @@ def _dynamics_hints(check: str, dyn: dict, c: Candidate, expect: dict,
              if weights else "")
     want, have = expect["recipe"], c.recipe.to_dict()
     for key in RECIPE_SETTINGS:  # a setting that differs is the cause, drift seen or not
-        w, h = want[key], have[key]
-        same = w == h if isinstance(w, (str, list)) else abs(float(w) - float(h)) <= \
-            1e-12 + 1e-9 * abs(float(w))
+        w, h = want[key], have.get(key)
+        numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (w, h))
+        same = abs(float(w) - float(h)) <= 1e-12 + 1e-9 * abs(float(w)) if numbers else w == h
         if not same:
             return [Hint(HintKind.IO_MISMATCH, check, f"{k_steps}-step training",
                          f"{key}={h}", w,

@@ -159,10 +159,14 @@ def compare(m: Measurements, ref: dict[str, np.ndarray], meta: dict[str, Any],
     data_loss = torch_loss - penalty
     flipped = recompute_loss(recipe.replace(from_logits=not recipe.from_logits), kind, first,
                              y[:batch]) + penalty
+    keras_weights = meta["expect"]["recipe"].get("class_weight")
+    with_keras_weights = recompute_loss(recipe.replace(class_weight=keras_weights), kind, first,
+                                        y[:batch]) + penalty
     res["loss"] = {"torch": r(torch_loss), "keras": r(meta["keras_loss"]),
                    "keras_regularization": r(meta["keras_regularization"]),
                    "counterfactual": {"from_logits_flipped": r(flipped),
-                                      "without_penalties": r(data_loss)}}
+                                      "without_penalties": r(data_loss),
+                                      "keras_class_weight": r(with_keras_weights)}}
     grads_m = m.sub("gradients")
     grads: dict[str, Any] = {}
     for key in sorted(k[len("grad__"):] for k in ref if k.startswith("grad__")):

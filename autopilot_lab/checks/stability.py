@@ -1,5 +1,6 @@
 """Tier 4: numerical stability in eval mode: float64 vs float32 drift, extreme inputs,
-and whether a row's output depends on the other rows of its batch."""
+whether a row's output depends on the other rows of its batch, whether the same inputs give
+the same outputs twice, and half-precision round trips inside forward()."""
 
 from __future__ import annotations
 
@@ -24,18 +25,34 @@ class StabilityCheck(Check):
     hard = True
 
     def evaluate(self, candidate: Candidate, ctx: CheckContext) -> Verdict:
-        outcome = ctx.run_job(self.name, "stability", candidate)
+        outcome = ctx.run_job(self.name, "stability", candidate,
+                              int_columns=integer_columns(ctx.inputs("train")))
         if outcome.status != "ok":
             return self.failed_run(outcome, candidate)
         res = measured_stability(Measurements(outcome.result))
         where = f"{candidate.entry}.forward"
         hints = []
+        if res["nondeterministic"] is not None:
+            hints.append(Hint(HintKind.NONDETERMINISM, self.name,
+                              "the same inputs twice in eval mode", res["nondeterministic"],
+                              "identical outputs",
+                              "remove randomness from forward() in eval mode (noise, sampling, "
+                              "dropout applied with training=True)", where=where))
+        if res["half_ops"] or res["f64_error"]:
+            observed = (f"half-precision tensors from {', '.join(res['half_ops'])}"
+                        if res["half_ops"] else f"no float64 run: {res['f64_error']}")
+            hints.append(Hint(HintKind.PRECISION_LOSS, self.name, "precision in forward()",
+                              observed, "float32 throughout (float64 when asked)",
+                              "remove the fixed-dtype casts in forward() (.half(), .bfloat16(), "
+                              ".float() on an intermediate); cast inputs with x.to(weight.dtype) "
+                              "if needed", where=where))
         if not res["finite"]:
             hints.append(Hint(HintKind.NUMERICAL_INSTABILITY, self.name, "outputs on real rows",
                               "NaN or inf", "finite",
                               "guard divisions, logs and exps in forward()", where=where))
         drift = res["drift_f64"]
-        if drift is not None and (isinstance(drift, str) or drift > MAX_DRIFT):
+        if drift is not None and (isinstance(drift, str) or drift > MAX_DRIFT) \
+                and not res["half_ops"]:  # the half round trip is the cause, said above
             hints.append(Hint(HintKind.NUMERICAL_INSTABILITY, self.name,
                               "float32 vs float64 drift", drift, f"<= {MAX_DRIFT:g}",
                               "avoid catastrophic cancellation; use stable ops "
@@ -77,5 +94,23 @@ def measured_stability(m: Measurements) -> dict[str, Any]:
     single = m.array("single", shape=[min(16, shape[0]), *shape[1:]])
     with np.errstate(invalid="ignore", over="ignore"):
         dependence = float(np.abs(single - out32[:len(single)]).max()) / scale
-    return {"finite": bool(np.isfinite(out32).all()), "drift_f64": drift,
+    again = m.array("again", shape=shape)
+    with np.errstate(invalid="ignore", over="ignore"):
+        moved = float(np.nanmax(np.abs(again - out32))) if np.isfinite(out32).any() else 0.0
+    same = np.array_equal(again, out32, equal_nan=True)
+    half_ops = [str(op)[:80] for op in (m.data.get("half_ops") or [])][:8]
+    f64_error = m.data.get("f64_error")
+    return {"nondeterministic": None if same else f"outputs moved by up to {r(moved)}",
+            "half_ops": half_ops, "f64_error": str(f64_error)[:300] if f64_error else None,
+            "finite": bool(np.isfinite(out32).all()), "drift_f64": drift,
             "extreme_inputs_finite": extremes, "batch_invariance": r(dependence)}
+
+
+def integer_columns(X: np.ndarray) -> dict[str, list]:
+    """Columns whose train values are all integers (ids, category codes): their extreme
+    inputs are their smallest and largest value, not x1e3 (no model meets id 3000 of 30)."""
+    finite = np.isfinite(X).all(axis=0)
+    integral = finite & np.all(np.equal(np.mod(X, 1), 0), axis=0)
+    idx = [int(i) for i in np.flatnonzero(integral)]
+    return {"idx": idx, "low": [float(X[:, i].min()) for i in idx],
+            "high": [float(X[:, i].max()) for i in idx]}

@@ -24,6 +24,29 @@ import torch
 from torch import nn
 
 
+def keras_clip(params, clipnorm: float = 0.0, global_clipnorm: float = 0.0,
+               clipvalue: float = 0.0) -> None:
+    """Clip gradients in place as a Keras optimizer does before its step: each tensor to
+    ``clipnorm`` (``t * c / max(|t|, c)``), all of them to ``global_clipnorm`` together, each
+    element to [-clipvalue, clipvalue]; 0 = off. torch's ``clip_grad_norm_`` adds 1e-6 to the
+    norm and clips only the global norm."""
+    grads = [p.grad for p in params if p.grad is not None]
+    if clipnorm > 0:
+        for g in grads:
+            norm = g.square().sum().sqrt()
+            g.mul_(torch.as_tensor(clipnorm, dtype=g.dtype) / torch.maximum(
+                norm, torch.as_tensor(clipnorm, dtype=g.dtype)))
+    if global_clipnorm > 0 and grads:
+        total = torch.stack([g.square().sum() for g in grads]).sum().sqrt()
+        scale = torch.as_tensor(global_clipnorm, dtype=total.dtype) / torch.maximum(
+            total, torch.as_tensor(global_clipnorm, dtype=total.dtype))
+        for g in grads:
+            g.mul_(scale.to(g.dtype))
+    if clipvalue > 0:
+        for g in grads:
+            g.clamp_(-clipvalue, clipvalue)
+
+
 class KerasOptimizer(torch.optim.Optimizer):
     """What Keras' optimizers share: float32 hyperparameters and decoupled weight decay
     (``w -= w * wd * lr`` before the update, as ``BaseOptimizer._apply_weight_decay``)."""

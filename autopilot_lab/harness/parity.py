@@ -19,7 +19,12 @@ from torch import nn
 from autopilot_lab.candidate import Recipe
 from autopilot_lab.harness.model_loader import build_model
 from autopilot_lab.harness.probes import outputs_of, r
-from autopilot_lab.harness.training import loss_function, make_optimizer, round_off_gradients
+from autopilot_lab.harness.training import (
+    clip_gradients,
+    loss_function,
+    make_optimizer,
+    round_off_gradients,
+)
 from autopilot_lab.harness.wire import pack
 
 
@@ -141,8 +146,7 @@ def parity(payload: dict[str, Any], workdir: Path) -> dict[str, Any]:
             step: dict[str, Any] = {}
             step_loss = loss_of(m, recipe, bx, y[rows], step)
             step_loss.backward()
-            if recipe.grad_clip > 0:
-                nn.utils.clip_grad_norm_(m.parameters(), recipe.grad_clip)
+            clip_gradients(m, recipe)
             opt.step()
             measured.append({"loss": r(step_loss.detach()), **step})
         return measured, m.state_dict()

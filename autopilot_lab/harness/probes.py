@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+from torch.overrides import TorchFunctionMode
 
 from autopilot_lab.candidate import Recipe
 from autopilot_lab.harness import channel, shared_dropout
@@ -152,23 +153,64 @@ def trainability(payload: dict[str, Any], workdir: Path) -> dict[str, Any]:
             "dead_fraction": {k: r(np.mean(v)) for k, v in dead.items()}}
 
 
+class _HalfWatch(TorchFunctionMode):
+    """Records the ops of a forward that produce a float16/bfloat16 tensor: a silent
+    half-precision round trip (``x.half().float()``) is a precision finding, named by op."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ops: list[str] = []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        if isinstance(out, torch.Tensor) and out.dtype in (torch.float16, torch.bfloat16) \
+                and len(self.ops) < 8:
+            self.ops.append(f"{getattr(func, '__name__', str(func))} -> "
+                            f"{str(out.dtype).replace('torch.', '')}")
+        return out
+
+
+def extreme_inputs(X: torch.Tensor, int_columns: dict[str, list]) -> dict[str, torch.Tensor]:
+    """Inputs at the edges: every float column x1e3, x-1e3 and zeros; an integer-coded column
+    (an id, a category code) at its largest and smallest valid value instead, since x1e3 of an
+    id is no input the model can meet (it indexes past an Embedding)."""
+    cols = [int(c) for c in int_columns.get("idx", [])]
+    low = torch.as_tensor(int_columns.get("low", []), dtype=X.dtype)
+    high = torch.as_tensor(int_columns.get("high", []), dtype=X.dtype)
+    out = {}
+    for label, factor, edge in (("x1e3", 1e3, high), ("x-1e3", -1e3, low), ("zeros", 0.0, low)):
+        xe = X * factor if factor else torch.zeros_like(X)
+        if cols:
+            xe[:, cols] = edge
+        out[label] = xe
+    return out
+
+
 def stability(payload: dict[str, Any], workdir: Path) -> dict[str, Any]:
-    """Eval-mode outputs on held-out inputs in float32 and float64, on extreme inputs, and
-    row by row (the parent judges drift, finiteness and batch invariance)."""
+    """Eval-mode outputs on held-out inputs: in float32 twice (determinism), in float64, on
+    extreme inputs and row by row (the parent judges drift, finiteness, batch invariance),
+    and the ops that produced half-precision tensors on the way."""
     model, _, _, prep = _setup(payload, workdir)
     X = torch.as_tensor(prep.parts["eval"][0][:int(payload.get("rows", 64))])
     model.eval()
+    watch = _HalfWatch()
     with torch.no_grad():
-        out32 = model(X).float()
-        m64 = _as_float64(model)
-        out64 = m64(X.double()).double() if m64 is not None else None
-        extremes = {}
-        for label, factor in (("x1e3", 1e3), ("x-1e3", -1e3), ("zeros", 0.0)):
-            xe = X * factor if factor else torch.zeros_like(X)
-            extremes[label] = pack(model(xe).float())
+        with watch:
+            out32 = model(X).float()
+        again = model(X).float()
+        m64, f64_error = _as_float64(model), None
+        out64 = None
+        if m64 is not None:
+            try:
+                out64 = m64(X.double()).double()
+            except Exception as exc:  # a fixed-dtype cast inside forward(): a precision finding
+                f64_error = f"{type(exc).__name__}: {str(exc)[:300]}"
+        extremes = {label: pack(model(xe).float()) for label, xe in
+                    extreme_inputs(X, payload.get("int_columns") or {}).items()}
         single = torch.cat([model(X[i:i + 1]) for i in range(min(16, len(X)))]).float()
-    return {"out32": pack(out32), "out64": None if out64 is None else pack(out64),
-            "extremes": extremes, "single": pack(single)}
+    return {"out32": pack(out32), "again": pack(again),
+            "out64": None if out64 is None else pack(out64), "f64_error": f64_error,
+            "half_ops": watch.ops, "extremes": extremes, "single": pack(single)}
 
 
 def _as_float64(model: nn.Module) -> nn.Module | None:

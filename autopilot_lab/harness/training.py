@@ -19,7 +19,7 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from autopilot_lab.candidate import Recipe
-from autopilot_lab.harness.keras_optim import keras_optimizer
+from autopilot_lab.harness.keras_optim import keras_clip, keras_optimizer
 
 
 @dataclass
@@ -226,8 +226,7 @@ def train_step(model: nn.Module, opt, loss_fn, xb, yb, recipe: Recipe) -> tuple[
     loss.backward()
     grads = [p.grad.detach().norm() for p in model.parameters() if p.grad is not None]
     gnorm = float(torch.stack(grads).norm()) if grads else 0.0
-    if recipe.grad_clip > 0:
-        nn.utils.clip_grad_norm_(model.parameters(), recipe.grad_clip)
+    clip_gradients(model, recipe)
     opt.step()
     return float(loss.detach()), gnorm
 
@@ -272,6 +271,12 @@ def scores_from_outputs(out: torch.Tensor, loss_name: str, from_logits: bool = T
     if loss_name == "binary_cross_entropy":
         return (torch.sigmoid(out) if from_logits else out).reshape(-1).numpy()
     return (out.reshape(-1).numpy() * y_std + y_mean).astype(np.float64)
+
+
+def clip_gradients(model: nn.Module, recipe: Recipe) -> None:
+    """The recipe's gradient clipping, Keras' arithmetic (``keras_optim.keras_clip``)."""
+    if recipe.clipnorm or recipe.grad_clip or recipe.clipvalue:
+        keras_clip(model.parameters(), recipe.clipnorm, recipe.grad_clip, recipe.clipvalue)
 
 
 def predict_scores(model: nn.Module, X: np.ndarray, loss_name: str, prep: Prepared,

@@ -85,6 +85,8 @@ def recipe_from_keras(fit: dict[str, Any], translation: Translation, kind: str) 
         rho=float(opt.get("rho") or 0.9), nesterov=bool(opt.get("nesterov", False)),
         centered=bool(opt.get("centered", False)),
         penalties=tuple(penalties), keras_epsilon=True,
+        grad_clip=float(opt.get("global_clipnorm") or 0.0),
+        clipnorm=float(opt.get("clipnorm") or 0.0), clipvalue=float(opt.get("clipvalue") or 0.0),
         class_weight=fit.get("class_weight"))
 
 
@@ -247,7 +249,9 @@ class KerasReference:
                            "epochs": r.epochs, "batch_size": r.batch_size,
                            "early_stopping": r.early_stopping,
                            "weight_decay": r.weight_decay,
-                           "class_weight": r.to_dict()["class_weight"]}}
+                           "class_weight": r.to_dict()["class_weight"],
+                           "grad_clip": r.grad_clip, "clipnorm": r.clipnorm,
+                           "clipvalue": r.clipvalue, "keras_epsilon": r.keras_epsilon}}
 
     # -- the file ----------------------------------------------------------------------------
     def write(self, path: Path, rows: np.ndarray | None, y: np.ndarray | None,

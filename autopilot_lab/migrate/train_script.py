@@ -98,6 +98,8 @@ def main(path):
             opt.zero_grad()
             loss = loss_fn(model, model(X[idx]), y[idx])
             loss.backward()
+            keras_clip(model.parameters(), r.get("clipnorm", 0.0), r.get("grad_clip", 0.0),
+                       r.get("clipvalue", 0.0))  # Keras' gradient clipping, as verified
             opt.step()
         model.eval()
         with torch.no_grad():

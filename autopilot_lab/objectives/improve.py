@@ -129,15 +129,10 @@ class ImproveObjective(Objective):
                 else "the model as given")
 
     def ladder(self) -> Ladder:
-        ladder = default_ladder()
-        if self.start is not None:
-            # the start already trained in its run: a slow start or a large gradient norm is
-            # its known behaviour, reported but not a gate (a migration's recipe hit
-            # EXPLODING_GRADIENT here in every iteration and came back with no value)
-            for check in ladder.checks:
-                if check.name == "trainability":
-                    check.hard = False
-        return ladder
+        # a start that already trained in its run: a slow start or a large gradient norm is its
+        # known behaviour, reported but not a gate (a migration's recipe hit
+        # EXPLODING_GRADIENT here in every iteration and came back with no value)
+        return default_ladder(trainability_gate=self.start is None)
 
     def describe(self) -> dict[str, Any]:
         return {"objective": self.name, "task": self.task.summary(), "entry": self.entry,

@@ -177,10 +177,8 @@ class MigrateObjective(Objective):
         # trainability reports but does not gate: once parity has shown the first training
         # steps to match Keras', a slow start is Keras' own (NOT_LEARNING on a model that
         # learns slowly in TensorFlow too kept the metric from ever being measured)
-        trainability = TrainabilityCheck()
-        trainability.hard = False
         return Ladder([StaticCheck(), UnsupportedCheck(), BuildCheck(), ParityCheck(),
-                       trainability, StabilityCheck(), MetricCheck()])
+                       TrainabilityCheck(hard=False), StabilityCheck(), MetricCheck()])
 
     def export(self, candidate: Candidate) -> dict[str, bytes | str]:
         """Files of the run folder beside model.py: weights, recipe and a train.py."""

@@ -178,3 +178,18 @@ def test_the_keras_reference_is_real_train_data_and_stays_in_the_parent(tabular)
     np.testing.assert_array_equal(ref["x_0"], X_train[:len(ref["x_0"])])
     np.testing.assert_array_equal(ref["y"], y_train[:len(ref["y"])])
     assert not any("reference" in name for name in ctx.extra_inputs)
+
+
+@pytest.mark.parametrize("setting, value", [
+    ("clipnorm", 0.5), ("grad_clip", 0.5), ("clipvalue", 0.01), ("batch_size", 8),
+    ("keras_epsilon", False), ("class_weight", {0: 2.0, 1: 1.0, 2: 1.0})])
+def test_each_training_setting_that_differs_from_keras_is_named(tabular, setting, value):
+    """Settings that change how training steps: gradient clipping of each kind, the batch
+    size, whether the optimizer steps as Keras does, class weights."""
+    objective, ctx = tabular
+    cand = objective.initial_candidate()
+    cand = cand.replace(recipe=cand.recipe.replace(**{setting: value}))
+    card, hints = _score(objective, ctx, cand)
+    assert card.failed_gate == "parity", [h.to_text() for h in hints]
+    assert [h.where for h in hints] == [f"recipe.{setting}"], [h.to_text() for h in hints]
+    assert hints[0].kind is HintKind.IO_MISMATCH
