@@ -41,10 +41,13 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(metavar="COMMAND")
 
     imp = sub.add_parser("improve", help="push a PyTorch model to a metric target")
-    imp.add_argument("model", help="path/to/model.py:ClassName")
-    imp.add_argument("--data", required=True,
+    imp.add_argument("model", nargs="?", help="path/to/model.py:ClassName")
+    imp.add_argument("--data",
                      help="task spec: sklearn:<name>, local:<name>, openml:<task id>, "
                           "csv:<path>")
+    imp.add_argument("--from", dest="from_run", metavar="RUN",
+                     help="start from a finished run's chosen candidate, as it is (model, "
+                          "recipe, weights), on that run's data and split")
     imp.add_argument("--target", default=None,
                      help="e.g. roc_auc>=0.9, rmse<=3.1, baseline+0.01 "
                           "(default baseline-0.02)")
@@ -69,6 +72,8 @@ def _parser() -> argparse.ArgumentParser:
                                     "(without it: parity on seeded random inputs)")
     mig.add_argument("--epochs", type=int, help="Keras fit() epochs (when not in the model)")
     mig.add_argument("--batch-size", type=int, help="Keras fit() batch size")
+    mig.add_argument("--class-weight", type=_class_weight, metavar="JSON",
+                     help='Keras fit() class_weight, e.g. \'{"0": 1, "1": 5}\'')
     mig.add_argument("--start", metavar="DIR",
                      help="start from a candidate folder (model.py, weights.pt, recipe.json)")
     mig.add_argument("--max-iters", type=int, default=5)
@@ -86,6 +91,8 @@ def _parser() -> argparse.ArgumentParser:
     ver.add_argument("--data")
     ver.add_argument("--epochs", type=int)
     ver.add_argument("--batch-size", type=int)
+    ver.add_argument("--class-weight", type=_class_weight, metavar="JSON",
+                     help="Keras fit() class_weight, as for migrate")
     ver.add_argument("--datasets-dir")
     ver.add_argument("--json", action="store_true")
     ver.set_defaults(func=_cmd_verify)
@@ -118,6 +125,22 @@ def _agent_name(text: str) -> str:
     if text in ("rules", "llm", "auto") or (text.startswith("replay:") and len(text) > 7):
         return text
     raise argparse.ArgumentTypeError("use rules, llm, auto or replay:<run id>")
+
+
+def _class_weight(text: str) -> dict[int, float]:
+    """``--class-weight '{"0": 1, "1": 5}'``: class index -> weight, as Keras' fit takes it."""
+    try:
+        raw = json.loads(text)
+        weights = {int(k): float(v) for k, v in raw.items()}
+    except (ValueError, TypeError, AttributeError):
+        raise argparse.ArgumentTypeError(
+            f"expected a JSON object of class index -> weight, e.g. '{{\"0\": 1, \"1\": 5}}', "
+            f"got {text!r}") from None
+    if any(not (w >= 0 and w < float("inf")) for w in weights.values()) or any(
+            k < 0 for k in weights):
+        raise argparse.ArgumentTypeError(f"class weights must be finite and >= 0 for class "
+                                         f"indices >= 0, got {text!r}")
+    return weights
 
 
 def _recipe(args) -> dict[str, Any] | None:
@@ -154,6 +177,21 @@ def _cmd_improve(args) -> int:
     from autopilot_lab.cli_progress import Progress
     from autopilot_lab.objectives.improve import DEFAULT_TARGET
 
+    if args.from_run:
+        if args.model or args.data:
+            raise ValueError("improve --from RUN takes the model and the data of that run; "
+                             "leave out MODEL and --data")
+        progress = Progress(args.max_iters, enabled=not args.quiet)
+        try:
+            result = api.improve_from(args.from_run, target=args.target or DEFAULT_TARGET,
+                                      max_iters=args.max_iters, agent=args.agent,
+                                      home=args.home, subscribers=[progress])
+        finally:
+            progress.close()
+        _print_result(result)
+        return 0 if result.targets_met else EXIT_TARGET_MISSED
+    if not args.model or not args.data:
+        raise ValueError("improve needs MODEL (path/to/model.py:Class) and --data, or --from RUN")
     progress = Progress(args.max_iters, enabled=not args.quiet)
     try:
         result = api.improve(args.model, args.data, target=args.target or DEFAULT_TARGET,
@@ -168,7 +206,8 @@ def _cmd_improve(args) -> int:
 
 
 def _fit(args) -> dict[str, Any]:
-    return {k: v for k, v in (("epochs", args.epochs), ("batch_size", args.batch_size))
+    return {k: v for k, v in (("epochs", args.epochs), ("batch_size", args.batch_size),
+                              ("class_weight", getattr(args, "class_weight", None)))
             if v is not None}
 
 

@@ -15,6 +15,8 @@ from autopilot_lab.candidate import Candidate
 TEMPLATE = '''"""Train {entry} with the recipe translated from Keras.
 
 Usage: python train.py data.npz   (arrays X_train, y_train, X_valid, y_valid)
+Entry points (what `autopilot verify` runs and compares with Keras): train_steps(model,
+batches), predict(model, x).
 Recipe: {recipe_line}
 """
 
@@ -61,49 +63,82 @@ def loss_fn(model, out, y):
     return loss
 
 
+def make_optimizer(model):
+    """The recipe's optimizer: Keras' arithmetic for a recipe translated from Keras."""
+    r = RECIPE
+    if r["keras_epsilon"]:
+        return keras_optimizer(model, r["optimizer"], r["lr"], betas=tuple(r["betas"]),
+                               eps=r["eps"], momentum=r["momentum"], rho=r["rho"],
+                               nesterov=r["nesterov"], centered=r["centered"],
+                               weight_decay=r["weight_decay"])
+    opt_cls = {{"adam": torch.optim.Adam, "adamw": torch.optim.AdamW,
+               "sgd": torch.optim.SGD, "rmsprop": torch.optim.RMSprop}}[r["optimizer"]]
+    kwargs = {{"lr": r["lr"], "weight_decay": r["weight_decay"]}}
+    if r["optimizer"] in ("adam", "adamw"):
+        kwargs.update(betas=tuple(r["betas"]), eps=r["eps"])
+    elif r["optimizer"] == "rmsprop":
+        kwargs.update(momentum=r["momentum"], alpha=r["rho"], eps=r["eps"],
+                      centered=r["centered"])
+    else:
+        kwargs.update(momentum=r["momentum"], nesterov=r["nesterov"] and r["momentum"] > 0)
+    return opt_cls(model.parameters(), **kwargs)
+
+
+def as_targets(y):
+    """Labels as the loss takes them."""
+    if KIND != "regression" and RECIPE["loss"] == "cross_entropy":
+        return torch.as_tensor(y, dtype=torch.long)
+    return torch.as_tensor(y, dtype=torch.float32).reshape(len(y), -1)
+
+
+def step(model, opt, x, y):
+    """One training step of this script (loss, backward, Keras' clipping, the optimizer's
+    step); returns the loss before the step."""
+    opt.zero_grad()
+    loss = loss_fn(model, model(x), y)
+    loss.backward()
+    r = RECIPE
+    keras_clip(model.parameters(), r.get("clipnorm", 0.0), r.get("grad_clip", 0.0),
+               r.get("clipvalue", 0.0))
+    opt.step()
+    return float(loss.detach())
+
+
+def train_steps(model, batches):
+    """Entry point for `autopilot verify`: train ``model`` (in training mode) on ``batches``,
+    a list of (inputs, labels) arrays, one step each, exactly as ``main`` steps; returns the
+    loss before each step. Verify compares the losses and the weights with Keras'."""
+    opt = make_optimizer(model)
+    model.train()
+    return [step(model, opt, torch.as_tensor(x), as_targets(y)) for x, y in batches]
+
+
+def predict(model, x):
+    """Entry point for `autopilot verify`, and what ``main`` evaluates with: the outputs in
+    inference mode."""
+    model.eval()
+    with torch.no_grad():
+        return model(torch.as_tensor(x))
+
+
 def main(path):
     data = np.load(path)
     r = RECIPE
     torch.manual_seed(r["seed"])
     model = {entry}()
     model.load_state_dict(torch.load("weights.pt", weights_only=True))
-    if r["keras_epsilon"]:  # a recipe translated from Keras: Keras' arithmetic
-        opt = keras_optimizer(model, r["optimizer"], r["lr"], betas=tuple(r["betas"]),
-                              eps=r["eps"], momentum=r["momentum"], rho=r["rho"],
-                              nesterov=r["nesterov"], centered=r["centered"],
-                              weight_decay=r["weight_decay"])
-    else:
-        opt_cls = {{"adam": torch.optim.Adam, "adamw": torch.optim.AdamW,
-                   "sgd": torch.optim.SGD, "rmsprop": torch.optim.RMSprop}}[r["optimizer"]]
-        kwargs = {{"lr": r["lr"], "weight_decay": r["weight_decay"]}}
-        if r["optimizer"] in ("adam", "adamw"):
-            kwargs.update(betas=tuple(r["betas"]), eps=r["eps"])
-        elif r["optimizer"] == "rmsprop":
-            kwargs.update(momentum=r["momentum"], alpha=r["rho"], eps=r["eps"],
-                          centered=r["centered"])
-        else:
-            kwargs.update(momentum=r["momentum"], nesterov=r["nesterov"] and r["momentum"] > 0)
-        opt = opt_cls(model.parameters(), **kwargs)
-    as_y = (lambda a: torch.as_tensor(a, dtype=torch.long)) if KIND != "regression" and \\
-        r["loss"] == "cross_entropy" else (lambda a: torch.as_tensor(a, dtype=torch.float32)
-                                           .reshape(len(a), -1))
-    X, y = torch.as_tensor(data["X_train"]), as_y(data["y_train"])
-    Xv, yv = torch.as_tensor(data["X_valid"]), as_y(data["y_valid"])
+    opt = make_optimizer(model)
+    X, y = torch.as_tensor(data["X_train"]), as_targets(data["y_train"])
+    Xv, yv = data["X_valid"], as_targets(data["y_valid"])
     best, best_state, bad = float("inf"), None, 0
     for epoch in range(r["epochs"]):
         model.train()
         order = torch.randperm(len(X))
         for i in range(0, len(X), r["batch_size"]):
             idx = order[i:i + r["batch_size"]]
-            opt.zero_grad()
-            loss = loss_fn(model, model(X[idx]), y[idx])
-            loss.backward()
-            keras_clip(model.parameters(), r.get("clipnorm", 0.0), r.get("grad_clip", 0.0),
-                       r.get("clipvalue", 0.0))  # Keras' gradient clipping, as verified
-            opt.step()
-        model.eval()
+            step(model, opt, X[idx], y[idx])
         with torch.no_grad():
-            vloss = float(loss_fn(model, model(Xv), yv))
+            vloss = float(loss_fn(model, predict(model, Xv), yv))
         print(f"epoch {{epoch + 1}}: valid loss {{vloss:.4f}}")
         if vloss < best:
             best, bad = vloss, 0
@@ -127,7 +162,7 @@ def keras_optim_source() -> str:
     from autopilot_lab.harness import keras_optim
 
     text = Path(keras_optim.__file__).read_text()
-    body = text[text.index("\nclass KerasOptimizer"):].strip()
+    body = text[text.index("\ndef keras_clip"):].strip()
     return ("# Keras' optimizers stepped in torch, copied from autopilot_lab.harness.keras_optim"
             "\n\n\n" + body + "\n")
 

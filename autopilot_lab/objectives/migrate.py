@@ -24,6 +24,7 @@ from autopilot_lab.checks.metric import MetricCheck
 from autopilot_lab.checks.parity import ParityCheck
 from autopilot_lab.checks.stability import StabilityCheck
 from autopilot_lab.checks.static import StaticCheck
+from autopilot_lab.checks.train_script import TrainScriptCheck
 from autopilot_lab.checks.trainability import TrainabilityCheck
 from autopilot_lab.checks.unsupported import UnsupportedCheck
 from autopilot_lab.objectives.base import Objective
@@ -178,7 +179,8 @@ class MigrateObjective(Objective):
         # steps to match Keras', a slow start is Keras' own (NOT_LEARNING on a model that
         # learns slowly in TensorFlow too kept the metric from ever being measured)
         return Ladder([StaticCheck(), UnsupportedCheck(), BuildCheck(), ParityCheck(),
-                       TrainabilityCheck(hard=False), StabilityCheck(), MetricCheck()])
+                       TrainScriptCheck(), TrainabilityCheck(hard=False), StabilityCheck(),
+                       MetricCheck()])
 
     def export(self, candidate: Candidate) -> dict[str, bytes | str]:
         """Files of the run folder beside model.py: weights, recipe and a train.py."""
@@ -296,13 +298,16 @@ def load_candidate_dir(folder: str | Path, entry: str | None = None) -> Candidat
         raise FileNotFoundError(f"candidate folder {folder} lacks {', '.join(missing)}; it "
                                 "needs model.py, weights.pt and (optionally) recipe.json")
     source = (folder / "model.py").read_text()
+    files = {"model.py": source}
+    if (folder / "train.py").exists():  # what ships is verified too (checks.train_script)
+        files["train.py"] = (folder / "train.py").read_text()
     from autopilot_lab.objectives.model_source import resolve_model
 
     _, entry = resolve_model(source, entry if entry and f"class {entry}" in source else None)
     recipe_path = folder / "recipe.json"
     recipe = Recipe.from_dict(json.loads(recipe_path.read_text())) if recipe_path.exists() \
         else Recipe()
-    return Candidate(files={"model.py": source}, entry=entry, recipe=recipe,
+    return Candidate(files=files, entry=entry, recipe=recipe,
                      artifacts={"weights.pt": str((folder / "weights.pt").resolve())})
 
 

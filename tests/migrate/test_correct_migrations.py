@@ -10,7 +10,9 @@ import pytest
 import torch
 
 from autopilot_lab import api, data
+from autopilot_lab.cli import main as cli_main
 from autopilot_lab.objectives.migrate import MigrateObjective
+from autopilot_lab.scorecard import Scorecard
 
 FIT = {"epochs": 2, "batch_size": 32}
 
@@ -96,7 +98,7 @@ CASES = ["tabular", "embedding", "sequence", "attention", "class-weighted", "cli
 
 
 @pytest.mark.parametrize("name", CASES)
-def test_a_correct_migration_raises_no_hint(name, tmp_path):
+def test_a_correct_migration_raises_no_hint(name, tmp_path, capsys):
     model, spec, fit = _case(name)
     datasets_dir = str(data.PACKAGE_DATASETS) if spec.startswith("local:") else None
     objective = MigrateObjective(model, spec, fit=fit, datasets_dir=datasets_dir)
@@ -105,6 +107,15 @@ def test_a_correct_migration_raises_no_hint(name, tmp_path):
     (folder / "model.py").write_text(objective.translation.source)
     torch.save(objective.translation.torch_state_dict(), folder / "weights.pt")
     (folder / "recipe.json").write_text(json.dumps(objective.recipe.to_dict()))
-    card = api.verify(model, folder, spec, fit=fit, datasets_dir=datasets_dir)
+    if name == "class-weighted":  # through the command line: --class-weight reaches Keras
+        keras_path = tmp_path / "weighted.keras"
+        model.save(keras_path)
+        code = cli_main(["verify", str(keras_path), str(folder), "--data", spec, "--epochs",
+                         "2", "--batch-size", "32", "--class-weight", '{"0": 1, "1": 2.5}',
+                         "--json"])
+        assert code == 0
+        card = Scorecard.from_dict(json.loads(capsys.readouterr().out))
+    else:
+        card = api.verify(model, folder, spec, fit=fit, datasets_dir=datasets_dir)
     assert [v.check for v in card.verdicts][-1] == "metric", card.skipped
     assert card.all_gates_passed and not card.hints, [h.to_text() for h in card.hints]
