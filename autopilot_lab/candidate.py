@@ -8,6 +8,9 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
+import numbers
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,6 +18,19 @@ OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
 SCHEDULES = ("constant", "cosine", "step")
 PREPROCESSING = ("none", "standardize")
 LOSSES = ("auto", "cross_entropy", "binary_cross_entropy", "mse", "mae", "huber")
+# Upper bounds on what a recipe may ask for: far above any real schedule, low enough that a
+# slip of the keyboard (1e11 epochs) is refused up front instead of running into a time limit.
+MAX_EPOCHS = 100_000
+MAX_BATCH_SIZE = 1_000_000
+MAX_SEED = 2**32 - 1  # numpy's bound
+_INT_FIELDS = {"batch_size": (1, MAX_BATCH_SIZE), "epochs": (1, MAX_EPOCHS),
+               "early_stopping": (0, MAX_EPOCHS), "seed": (0, MAX_SEED)}
+# float field -> (lowest, whether the lowest itself is excluded)
+_FLOAT_FIELDS = {"lr": (0.0, True), "weight_decay": (0.0, False), "grad_clip": (0.0, False),
+                 "clipnorm": (0.0, False), "clipvalue": (0.0, False),
+                 "label_smoothing": (0.0, False), "eps": (0.0, True), "momentum": (0.0, False),
+                 "rho": (0.0, False)}
+_BOOL_FIELDS = ("from_logits", "nesterov", "centered", "keras_epsilon", "restore_best")
 
 
 @dataclass(frozen=True)
@@ -69,21 +85,34 @@ class Recipe:
     class_weight: dict[int, float] | None = None
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "betas", tuple(float(b) for b in self.betas))
-        object.__setattr__(self, "penalties", tuple(dict(p) for p in self.penalties))
+        """Check every field's type and range: a wrong type is a TypeError, a value out of
+        range a ValueError, both naming the field (``Recipe.lr``) and the value."""
+        for name in ("optimizer", "schedule", "preprocessing", "loss"):
+            _one_of(name, getattr(self, name), _CHOICES[name])
+        for name, (low, high) in _INT_FIELDS.items():
+            value = _integer(name, getattr(self, name))
+            if not low <= value <= high:
+                raise ValueError(f"Recipe.{name} must be {'> 0' if low == 1 else '>= 0'} and "
+                                 f"<= {high}, got {value!r}")
+            object.__setattr__(self, name, value)
+        for name, (low, open_low) in _FLOAT_FIELDS.items():
+            value = _real(name, getattr(self, name))
+            if value < low or (open_low and value == low):
+                raise ValueError(f"Recipe.{name} must be {'>' if open_low else '>='} {low:g}, "
+                                 f"got {value!r}")
+            object.__setattr__(self, name, value)
+        if self.label_smoothing > 1:
+            raise ValueError(f"Recipe.label_smoothing must be <= 1, got {self.label_smoothing!r}")
+        for name in _BOOL_FIELDS:
+            value = getattr(self, name)
+            if not (isinstance(value, bool) or getattr(getattr(value, "dtype", None), "kind",
+                                                       "") == "b"):
+                raise TypeError(f"Recipe.{name} must be true or false, got {value!r}")
+            object.__setattr__(self, name, bool(value))
+        object.__setattr__(self, "betas", _betas(self.betas))
+        object.__setattr__(self, "penalties", _penalties(self.penalties))
         if self.class_weight is not None:
-            object.__setattr__(self, "class_weight",
-                               {int(k): float(v) for k, v in self.class_weight.items()})
-        _one_of("optimizer", self.optimizer, OPTIMIZERS)
-        _one_of("schedule", self.schedule, SCHEDULES)
-        _one_of("preprocessing", self.preprocessing, PREPROCESSING)
-        _one_of("loss", self.loss, LOSSES)
-        for name in ("lr", "batch_size", "epochs"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"Recipe.{name} must be > 0, got {getattr(self, name)!r}")
-        for name in ("weight_decay", "early_stopping", "grad_clip", "clipnorm", "clipvalue"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"Recipe.{name} must be >= 0, got {getattr(self, name)!r}")
+            object.__setattr__(self, "class_weight", _class_weight(self.class_weight))
 
     def replace(self, **changes: Any) -> Recipe:
         return dataclasses.replace(self, **changes)
@@ -98,8 +127,13 @@ class Recipe:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Recipe:
+        """A recipe from its dict (a JSON object); refuses anything but a mapping of known
+        field names."""
+        if not isinstance(d, Mapping):
+            raise TypeError(f"a recipe must be a dict (a JSON object) of fields, got "
+                            f"{type(d).__name__} {_short(d)}")
         known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
+        unknown = sorted(str(k) for k in set(d) - known)
         if unknown:
             raise ValueError(f"unknown recipe fields {unknown}; allowed: {sorted(known)}")
         return cls(**d)
@@ -125,6 +159,28 @@ class Candidate:
     main: str = "model.py"
 
     def __post_init__(self) -> None:
+        """Check the types of what the agent or the API hands over, naming the argument:
+        a candidate with a non-text file or a dict for a recipe fails here, not in a check."""
+        if not isinstance(self.files, Mapping) or not all(
+                isinstance(k, str) and isinstance(v, str) for k, v in self.files.items()):
+            raise TypeError(f"Candidate files must be a dict of file name -> source text, got "
+                            f"{_short(self.files)}")
+        if not isinstance(self.entry, str):
+            raise TypeError(f"Candidate entry must be a class name (str), got {self.entry!r}")
+        if not isinstance(self.recipe, Recipe):
+            raise TypeError(f"Candidate recipe must be a Recipe (Recipe.from_dict turns a dict "
+                            f"into one), got {type(self.recipe).__name__}")
+        for name in ("init_kwargs", "artifacts", "notes"):
+            value = getattr(self, name)
+            if not isinstance(value, Mapping) or not all(isinstance(k, str) for k in value):
+                raise TypeError(f"Candidate {name} must be a dict with str keys, got "
+                                f"{_short(value)}")
+        if self.parent is not None and (isinstance(self.parent, bool)
+                                        or not isinstance(self.parent, int)):
+            raise TypeError(f"Candidate parent must be an iteration number or None, got "
+                            f"{self.parent!r}")
+        if not isinstance(self.main, str):
+            raise TypeError(f"Candidate main must be a file name (str), got {self.main!r}")
         if self.main not in self.files:
             raise ValueError(f"candidate has no main file {self.main!r}; files: "
                              f"{sorted(self.files)}")
@@ -158,6 +214,85 @@ class Candidate:
                    main=d.get("main", "model.py"))
 
 
+_CHOICES = {"optimizer": OPTIMIZERS, "schedule": SCHEDULES, "preprocessing": PREPROCESSING,
+            "loss": LOSSES}
+
+
 def _one_of(name: str, value: str, allowed: tuple[str, ...]) -> None:
-    if value not in allowed:
+    if not isinstance(value, str) or value not in allowed:
         raise ValueError(f"Recipe.{name} must be one of {allowed}, got {value!r}")
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    """``repr`` cut to ``limit`` characters, for messages about a wrong value."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def _integer(name: str, value: Any) -> int:
+    """An integral field's value as int; a float (even 2.0), a bool or text is refused."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"Recipe.{name} must be an integer, got {type(value).__name__} "
+                        f"{_short(value)}")
+    return int(value)
+
+
+def _real(name: str, value: Any) -> float:
+    """A real field's value, finite; ints stay ints (the stored dict and digests keep them)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"Recipe.{name} must be a number, got {type(value).__name__} "
+                        f"{_short(value)}")
+    if not math.isfinite(value):
+        raise ValueError(f"Recipe.{name} must be a finite number, got {value!r}")
+    return value if type(value) in (int, float) else float(value)
+
+
+def _betas(value: Any) -> tuple[float, float]:
+    """Adam's two decay rates, each in [0, 1)."""
+    try:
+        betas = tuple(_real("betas", b) for b in value)
+    except TypeError:
+        raise TypeError(f"Recipe.betas must be two numbers in [0, 1), got {_short(value)}"
+                        ) from None
+    if len(betas) != 2 or not all(0 <= b < 1 for b in betas):
+        raise ValueError(f"Recipe.betas must be two numbers in [0, 1), got {_short(value)}")
+    return float(betas[0]), float(betas[1])
+
+
+def _penalties(value: Any) -> tuple[dict, ...]:
+    """Loss terms ``{"param": name, "l1": x, "l2": y}`` with finite, non-negative factors."""
+    if isinstance(value, (str, bytes, Mapping)) or not hasattr(value, "__iter__"):
+        raise TypeError(f"Recipe.penalties must be a list of {{'param', 'l1', 'l2'}} dicts, "
+                        f"got {_short(value)}")
+    out = []
+    for p in value:
+        if not isinstance(p, Mapping) or not isinstance(p.get("param"), str):
+            raise TypeError(f"each of Recipe.penalties must be a dict with a 'param' name, got "
+                            f"{_short(p)}")
+        for k in ("l1", "l2"):
+            if k in p and _real(f"penalties[{p['param']!r}].{k}", p[k]) < 0:
+                raise ValueError(f"Recipe.penalties[{p['param']!r}].{k} must be >= 0, got "
+                                 f"{p[k]!r}")
+        out.append(dict(p))
+    return tuple(out)
+
+
+def _class_weight(value: Any) -> dict[int, float]:
+    """Class index -> weight; indices >= 0 (text digits allowed, as JSON keys are text),
+    weights finite and >= 0."""
+    if not isinstance(value, Mapping):
+        raise TypeError(f"Recipe.class_weight must be a dict of class index -> weight, got "
+                        f"{_short(value)}")
+    out = {}
+    for k, v in value.items():
+        try:
+            index = int(k)
+        except (TypeError, ValueError):
+            raise ValueError(f"Recipe.class_weight keys must be class indices, got {k!r}"
+                             ) from None
+        weight = _real(f"class_weight[{k!r}]", v)
+        if index < 0 or weight < 0:
+            raise ValueError(f"Recipe.class_weight maps class indices >= 0 to weights >= 0, "
+                             f"got {k!r}: {v!r}")
+        out[index] = float(weight)
+    return out

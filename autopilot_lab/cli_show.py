@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from autopilot_lab.journal import rank
 from autopilot_lab.text import clean, clean_line
 
 
@@ -80,7 +81,8 @@ def render_run(run: dict, iterations: list[dict]) -> str:
         hints = it["scorecard"].hints
         out.append(f"  iteration {it['n']}: " + ("no hints" if not hints else ""))
         out += [f"    {h.to_text()}" for h in hints]
-    best = max(iterations, key=lambda i: (i["score"], -i["n"]))
+    best = max(iterations, key=lambda i: rank(i["score"], sum(
+        v.passed for v in i["scorecard"].verdicts), i["n"]))
     cand = best["candidate"]
     out += ["", f"winning candidate: iteration {best['n']} (score {best['score']:.3f})",
             f"  recipe: {clean(cand.recipe.to_dict())}"]

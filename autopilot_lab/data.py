@@ -402,6 +402,8 @@ def _load_sklearn(name: str, spec: str) -> _Raw:
 
 def _load_file(path_text: str, spec: str, fmt: str, target_col: str) -> _Raw:
     path = Path(path_text).expanduser()
+    if path.is_dir():
+        raise DataError(f"{fmt} path {path} is a folder; {fmt}:<path> takes a {fmt} file")
     if not path.is_file():
         raise DataError(f"{fmt} file not found: {path} (relative paths start at {Path.cwd()})")
     X, y = _target_split(_read_table(path, fmt), target_col, str(path))
@@ -505,6 +507,9 @@ def _finish(raw: _Raw, *, seed: int, test_size: float, valid_size: float) -> Tas
         raise DataError(f"{raw.spec}: the data has no rows; nothing to learn")
     if raw.X.shape[1] == 0:
         raise DataError(f"{raw.spec}: the data has no feature columns")
+    for name in raw.X.columns:
+        _check_finite(raw.X[name], f"{raw.spec}: feature column {str(name)!r}")
+    _check_finite(raw.y, f"{raw.spec}: the target column")
     keep = raw.y.notna().to_numpy()
     if not keep.all():
         notes.append(f"dropped {int((~keep).sum())} rows with a missing target")
@@ -681,6 +686,29 @@ def _impute(X: np.ndarray, columns: pd.Index, train: np.ndarray, notes: list[str
 
 
 # ---------------------------------------------------------------- small helpers
+
+
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def _check_finite(column: pd.Series, what: str) -> None:
+    """Refuse infinite numbers and numbers beyond float32's range (the dtype a Task holds and
+    models train in, where 1e300 becomes inf) in a numeric column. Left in, they surface as a
+    candidate's failure far from their cause. Missing values (NaN) are not refused here."""
+    if pd.api.types.is_bool_dtype(column) or not pd.api.types.is_numeric_dtype(column):
+        return
+    values = column.to_numpy(dtype=np.float64, na_value=np.nan)
+    bad = np.isinf(values) | (np.abs(np.nan_to_num(values, nan=0.0)) > FLOAT32_MAX)
+    if not bad.any():
+        return
+    rows = np.flatnonzero(bad)
+    example = float(values[rows[0]])
+    n, s = len(rows), "s" if len(rows) > 1 else ""
+    how = (f"{n} infinite value{s}" if math.isinf(example)
+           else f"{n} value{s} beyond float32's range (+-{FLOAT32_MAX:.3g})")
+    raise DataError(f"{what} has {how}, e.g. {example:g} in data row {rows[0] + 1}; models "
+                    "train in float32, where such values become inf: fix or drop those rows "
+                    "(a missing value may be left empty: it is imputed)")
 
 
 def _check_sizes(test_size: float, valid_size: float) -> None:

@@ -26,6 +26,18 @@ class Iteration:
                 "candidate": self.candidate.to_dict(), "scorecard": self.scorecard.to_dict(True)}
 
 
+def rank(score: float, checks_passed: int, n: int) -> tuple[float, int, int]:
+    """The one order of candidates, for the journal, the panel, the report, `show` and
+    Insert: the higher score; on a tie, more checks passed (soft ones too: a candidate that
+    failed a check the other passed never wins a tie); then the later iteration (a repair that
+    did not hurt is kept, so repairs compound)."""
+    return (score, checks_passed, n)
+
+
+def iteration_rank(it: Iteration) -> tuple[float, int, int]:
+    return rank(it.score, sum(v.passed for v in it.scorecard.verdicts), it.n)
+
+
 @dataclass
 class Journal:
     iterations: list[Iteration] = field(default_factory=list)
@@ -42,22 +54,14 @@ class Journal:
 
     @property
     def best(self) -> Iteration | None:
-        """Highest score; the earliest wins a tie (fewer changes from the user's model)."""
-        best = None
-        for it in self.iterations:
-            if best is None or it.score > best.score:
-                best = it
-        return best
+        """The first in :func:`rank`'s order: what the run hands back."""
+        return max(self.iterations, key=iteration_rank, default=None)
 
     @property
     def frontier(self) -> Iteration | None:
-        """What the agent builds on: the highest score, the latest on a tie (a repair that
-        did not hurt is kept, so repairs compound instead of branching from the start)."""
-        top = None
-        for it in self.iterations:
-            if top is None or it.score >= top.score:
-                top = it
-        return top
+        """What the agent builds on: the best, by the same rule (the hints shown and the
+        candidate handed back must be the same iteration's)."""
+        return self.best
 
     def get(self, n: int) -> Iteration:
         return next(it for it in self.iterations if it.n == n)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import secrets
 import socket
 import tempfile
@@ -56,6 +57,7 @@ from sqlalchemy import (
     select,
     update,
 )
+from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
 
 from autopilot_lab.candidate import Candidate
 from autopilot_lab.events import Event
@@ -200,6 +202,20 @@ llm_exchanges = Table(
 )
 
 
+class StoreError(RuntimeError):
+    """The run store cannot be opened where it was asked to be (a folder that is a file or
+    read-only, a bad database URL, a database that is not one): the message says where, which
+    setting chose it and what to do."""
+
+
+class UnknownRunError(KeyError):
+    """No run with the given id in the store. A KeyError, as before; its text is the message
+    (not its ``repr``, as KeyError's would be)."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
 class Store:
     """Runs, iterations, verdicts, hints, decisions, artifacts and events of every run.
 
@@ -210,27 +226,59 @@ class Store:
     """
 
     def __init__(self, home: str | os.PathLike | None = None, url: str | None = None) -> None:
+        """Open (creating when new) the store; what cannot be opened raises ``StoreError``
+        naming the folder or database, the setting that chose it and what to do."""
+        home_from = ("the home argument (--home)" if home is not None else
+                     f"${HOME_ENV}" if os.environ.get(HOME_ENV) else "the default home")
         home = home if home is not None else os.environ.get(HOME_ENV) or ".autopilot"
         self.home = Path(home).expanduser().resolve()
-        (self.home / "runs").mkdir(parents=True, exist_ok=True)
+        try:
+            (self.home / "runs").mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise StoreError(f"cannot use {self.home} (from {home_from}) as the run store's "
+                             f"folder: {_folder_problem(self.home, e)}; point --home or "
+                             f"${HOME_ENV} at a writable folder") from None
+        url_from = ("the url argument" if url else
+                    f"${URL_ENV}" if os.environ.get(URL_ENV) else None)
         self.url = url or os.environ.get(URL_ENV) or f"sqlite:///{self.home / 'autopilot.db'}"
-        parsed = make_url(self.url)
-        self._sqlite = parsed.get_backend_name() == "sqlite"
-        if self._sqlite:
-            if parsed.database in (None, "", ":memory:"):
-                raise ValueError(f"{self.url!r} is an in-memory SQLite database, which readers "
-                                 "in other threads or processes cannot see; give a file path")
-            Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
-            self.engine = create_engine(parsed, connect_args={"check_same_thread": False,
-                                                              "timeout": BUSY_TIMEOUT_S})
-            event.listen(self.engine, "connect", _sqlite_connect)
-            event.listen(self.engine, "begin", _sqlite_begin)
-        else:
-            self.engine = create_engine(parsed, pool_pre_ping=True)
+        try:
+            parsed = make_url(self.url)
+        except (ArgumentError, ValueError) as e:
+            raise StoreError(f"{url_from or 'the database URL'} {_redact(self.url)!r} is not a "
+                             f"database URL ({e}); expected e.g. sqlite:////path/to/autopilot.db "
+                             "or postgresql://user@host/db") from None
         self._where = parsed.render_as_string(hide_password=True)
+        where = self._where + (f" (from {url_from})" if url_from else "")
+        self._sqlite = parsed.get_backend_name() == "sqlite"
+        try:
+            if self._sqlite:
+                if parsed.database in (None, "", ":memory:"):
+                    raise ValueError(f"{self.url!r} is an in-memory SQLite database, which "
+                                     "readers in other threads or processes cannot see; give a "
+                                     "file path")
+                folder = Path(parsed.database).expanduser().parent
+                try:
+                    folder.mkdir(parents=True, exist_ok=True)
+                except OSError as e:
+                    raise StoreError(f"cannot create the folder of the database {where}: "
+                                     f"{_folder_problem(folder, e)}") from None
+                self.engine = create_engine(parsed, connect_args={"check_same_thread": False,
+                                                                  "timeout": BUSY_TIMEOUT_S})
+                event.listen(self.engine, "connect", _sqlite_connect)
+                event.listen(self.engine, "begin", _sqlite_begin)
+            else:
+                self.engine = create_engine(parsed, pool_pre_ping=True)
+        except (ImportError, NoSuchModuleError) as e:
+            raise StoreError(f"no database driver for {where}: {e}; install the driver the URL "
+                             "names or use a sqlite:/// URL") from None
         self._lock = threading.RLock()
-        with self._writing() as conn:
-            metadata.create_all(conn)
+        try:
+            with self._writing() as conn:
+                metadata.create_all(conn)
+        except (DBAPIError, OSError) as e:
+            self.engine.dispose()
+            raise StoreError(f"cannot open the run store's database {where}: "
+                             f"{_database_problem(e, self._sqlite)}") from None
 
     def __enter__(self) -> Store:
         return self
@@ -273,7 +321,7 @@ class Store:
         """The run's row with ``spec`` parsed and ``iterations_done`` counted."""
         rows = self._read(_runs_query().where(runs.c.id == run_id))
         if not rows:
-            raise KeyError(self._no_run(run_id))
+            raise UnknownRunError(self._no_run(run_id))
         return _run_dict(rows[0])
 
     def list_runs(self, status: str | None = None, objective: str | None = None,
@@ -409,10 +457,22 @@ class Store:
                                   if data.get(k) is not None}
         conn.execute(update(runs).where(runs.c.id == run.id).values(
             status=data["status"], reason=data.get("reason"), finished_at=now, **values))
+        self._drop_unproposed(conn, run)
 
     def _on_run_failed(self, conn: Connection, run: Row, data: dict, now: str) -> None:
         conn.execute(update(runs).where(runs.c.id == run.id).values(
             status="failed", error=data["error"], finished_at=now))
+        self._drop_unproposed(conn, run)
+
+    @staticmethod
+    def _drop_unproposed(conn: Connection, run: Row) -> None:
+        """At a run's end, an iteration that never got a candidate (the agent had no further
+        proposal, or the run failed while it thought) is no iteration: the panel showed it as
+        an empty "Iteration N" with every check pending, the console as a ghost. Its LLM
+        exchanges stay (their cost was real)."""
+        conn.execute(delete(iterations).where(iterations.c.run_id == run.id,
+                                              iterations.c.status == "pending",
+                                              iterations.c.candidate.is_(None)))
 
     def _open_iteration(self, conn: Connection, run_id: str, n: int, now: str) -> str:
         """Insert iteration ``n`` as pending unless present; refuse to touch a finished one.
@@ -633,11 +693,42 @@ class Store:
     def _require_run(self, conn: Connection, run_id: str) -> Row:
         run = conn.execute(select(runs.c.id, runs.c.folder).where(runs.c.id == run_id)).first()
         if run is None:
-            raise KeyError(self._no_run(run_id))
+            raise UnknownRunError(self._no_run(run_id))
         return run
 
     def _no_run(self, run_id: str) -> str:
         return f"no run {run_id!r} in {self._where}; `autopilot runs` lists them"
+
+
+def _folder_problem(folder: Path, error: OSError) -> str:
+    """Why ``folder`` cannot be made or used, in words: a file in the way, no permission."""
+    for p in (folder, *folder.parents):
+        if p.exists() and not p.is_dir():
+            return f"{p} is a file, not a folder"
+    if isinstance(error, PermissionError):
+        return f"no permission to write there ({error.strerror})"
+    return error.strerror or str(error)
+
+
+def _database_problem(error: Exception, sqlite: bool) -> str:
+    """The first line of a database error, with what it means for a SQLite file."""
+    orig = getattr(error, "orig", None) or error
+    text = (str(orig).strip().splitlines() or [type(orig).__name__])[0]
+    if sqlite and "file is not a database" in text:
+        return (f"{text}: the file is corrupt or not a SQLite database; move it aside (a new "
+                "store is then created) or point --home / $AUTOPILOT_HOME elsewhere")
+    if sqlite and "unable to open database file" in text:
+        return (f"{text}: the path is a folder, or its folder is read-only for this user; "
+                "point --home / $AUTOPILOT_HOME at a writable folder")
+    if sqlite and "readonly database" in text:
+        return (f"{text}: the database or its folder is read-only for this user; point "
+                "--home / $AUTOPILOT_HOME at a writable folder")
+    return text
+
+
+def _redact(url: str) -> str:
+    """``url`` with any password replaced by ``***`` (for a URL SQLAlchemy cannot parse)."""
+    return re.sub(r"(//[^/:@]*:)[^@/]*@", r"\1***@", url)
 
 
 def _sqlite_connect(dbapi_conn: Any, _record: Any) -> None:

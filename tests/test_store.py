@@ -410,3 +410,19 @@ def test_concurrent_writers_and_reader(tmp_path: Path) -> None:
         assert reader.integrity_check() == "ok"
     for w in writers:
         w.close()
+
+
+@pytest.mark.parametrize("end", [
+    Event("run_finished", "", {"status": "finished",
+                               "reason": "the agent has no further proposal: nothing left"}),
+    Event("run_failed", "", {"error": "RuntimeError: the endpoint went away"})])
+def test_an_iteration_that_never_got_a_candidate_is_no_iteration(store: Store, end) -> None:
+    run_id = store.create_run("tabular", SPEC, "playbook", 5)
+    bus = bus_for(store)
+    for e in iteration_events(run_id, 1, best=1):
+        bus.publish(e)
+    bus.publish(Event("iteration_started", run_id, {"iteration": 2}))  # no proposal came
+    assert len(store.iterations(run_id, include_unfinished=True)) == 2
+    bus.publish(Event(end.type, run_id, end.data))
+    assert [it["n"] for it in store.iterations(run_id, include_unfinished=True)] == [1]
+    assert store.get_run(run_id)["best_iteration"] == 1

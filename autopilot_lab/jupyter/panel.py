@@ -21,6 +21,7 @@ import plotly.graph_objects as go
 
 from autopilot_lab.events import Event
 from autopilot_lab.hints import Hint
+from autopilot_lab.journal import rank
 from autopilot_lab.text import DEFAULT_LIMIT, clean
 
 BADGES = {  # state -> (symbol, background colour)
@@ -63,7 +64,7 @@ class RunPanel:
         self.scores: dict[str, dict[int, float]] = {}
         self.iteration_hints: dict[int, list[Hint]] = {}
         self.frontier: int | None = None
-        self._best: tuple[float, int] | None = None
+        self._best: tuple[float, int, int] | None = None
         self._badges: dict[str, widgets.HTML] = {}
         self._lock = threading.RLock()
 
@@ -204,9 +205,10 @@ class RunPanel:
         self._plot(TOTAL)
         self.iteration_hints[n] = [Hint.from_dict(h) for v in card["verdicts"]
                                    for h in v["hints"]]
-        # the agent builds on the highest score, the latest on a tie (Journal.frontier)
-        if self._best is None or data["score"] >= self._best[0]:
-            self._best = (data["score"], n)
+        # the agent builds on the best by the journal's one rule (journal.rank)
+        key = rank(data["score"], sum(bool(v["passed"]) for v in card["verdicts"]), n)
+        if self._best is None or key > self._best:
+            self._best = key
             self.frontier = n
         self._render_hints()
 

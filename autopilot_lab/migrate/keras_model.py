@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,42 +45,39 @@ def load_keras_model(obj_or_path: Any) -> Any:
     file, or a SavedModel folder. Raises `MigrationError` naming the path or layer and what to
     do when the model cannot be read as a graph of layers.
     """
-    keras = _keras()
-    if isinstance(obj_or_path, keras.Model):
-        return _check_graph_model(obj_or_path, where="the given model object")
-    if isinstance(obj_or_path, keras.layers.Layer):
-        raise MigrationError(
-            f"expected a keras.Model, got the layer {obj_or_path.name!r} "
-            f"({type(obj_or_path).__name__}); wrap it: "
-            f"keras.Sequential([keras.Input(shape), layer])"
-        )
-    if not isinstance(obj_or_path, (str, os.PathLike)):
+    if isinstance(obj_or_path, (str, os.PathLike)):
+        path = check_model_path(obj_or_path)  # before TensorFlow is imported: seconds saved
+        keras = _keras()
+        if path.is_dir():
+            return _load_saved_model_dir(path, keras)
+    else:
+        keras = _keras()
+        if isinstance(obj_or_path, keras.Model):
+            return _check_graph_model(obj_or_path, where="the given model object")
+        if isinstance(obj_or_path, keras.layers.Layer):
+            raise MigrationError(
+                f"expected a keras.Model, got the layer {obj_or_path.name!r} "
+                f"({type(obj_or_path).__name__}); wrap it: "
+                f"keras.Sequential([keras.Input(shape), layer])"
+            )
         raise MigrationError(
             f"expected a keras.Model or a path to a .keras/.h5 file or SavedModel folder, "
             f"got {type(obj_or_path).__name__}"
         )
-    path = Path(obj_or_path)
-    if not path.exists():
-        raise MigrationError(
-            f"model file {str(path)!r} does not exist; expected a .keras or .h5 file or a "
-            f"SavedModel folder"
-        )
-    if path.is_dir():
-        return _load_saved_model_dir(path, keras)
-    suffix = path.suffix.lower()
-    if suffix not in (".keras", ".h5", ".hdf5"):
-        raise MigrationError(
-            f"{str(path)!r} is not a Keras model file: expected the suffix .keras, .h5 or "
-            f"a SavedModel folder, got {suffix or 'no suffix'!r}"
-        )
     try:
-        try:
-            model = keras.models.load_model(path, compile=True)
-        except Exception:  # noqa: BLE001 - e.g. a legacy .h5 whose loss no longer deserializes
-            model = keras.models.load_model(path, compile=False)
+        with warnings.catch_warnings():
+            # a model saved before it trained has an unbuilt optimizer: Keras says it skips
+            # loading its variables, in every run's output; migration uses its config only
+            warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
+            try:
+                model = keras.models.load_model(path, compile=True)
+            except Exception:  # noqa: BLE001 - e.g. a legacy .h5 whose loss won't deserialize
+                model = keras.models.load_model(path, compile=False)
     except Exception as exc:
         hint = ""
-        text = str(exc)
+        text = str(exc).strip() or type(exc).__name__
+        if "File not found" in text and path.is_file():  # Keras' words for an unreadable zip
+            text = "the file is not a valid .keras archive (corrupt or not saved by Keras)"
         if "Could not locate" in text or "custom_objects" in text or "Unknown" in text:
             hint = (
                 "; the file uses a custom layer or function: import the module that defines "
@@ -90,6 +88,55 @@ def load_keras_model(obj_or_path: Any) -> Any:
             f"Keras could not load {str(path)!r}: {text.splitlines()[0]}{hint}"
         ) from exc
     return _check_graph_model(model, where=repr(str(path)))
+
+
+_ZIP_MAGIC = b"PK\x03\x04"
+_HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
+
+
+def check_model_path(path_like: str | os.PathLike) -> Path:
+    """The path of a Keras model file or SavedModel folder, checked without TensorFlow:
+    it exists, has a model suffix, is not empty and starts as its format must (a .keras file
+    is a zip archive, an .h5 file HDF5). Raises ``MigrationError`` naming the path."""
+    path = Path(path_like)
+    where = repr(str(path))
+    if not path.exists():
+        raise MigrationError(
+            f"model file {where} does not exist; expected a .keras or .h5 file or a "
+            f"SavedModel folder"
+        )
+    if path.is_dir():
+        return path
+    suffix = path.suffix.lower()
+    if suffix not in (".keras", ".h5", ".hdf5"):
+        raise MigrationError(
+            f"{where} is not a Keras model file: expected the suffix .keras, .h5 or "
+            f"a SavedModel folder, got {suffix or 'no suffix'!r}"
+        )
+    try:
+        size = path.stat().st_size
+        with path.open("rb") as fh:
+            head = fh.read(8)
+            hdf5 = head == _HDF5_MAGIC or any(  # HDF5 may also start at 512, 1024, 2048...
+                fh.seek(at) == at and fh.read(8) == _HDF5_MAGIC
+                for at in (512 << i for i in range(12)) if at < size)
+    except OSError as exc:
+        raise MigrationError(f"cannot read model file {where}: {exc.strerror or exc}") from None
+    if size == 0:
+        raise MigrationError(f"model file {where} is empty (0 bytes); save the model again "
+                             f"with model.save({path.name!r})")
+    if suffix == ".keras" and head[:4] != _ZIP_MAGIC:
+        raise MigrationError(
+            f"{where} is not a .keras archive: a .keras file is a zip archive and this one "
+            f"({size} bytes) does not start like one; it is corrupt or not a Keras model: "
+            f"save it again with model.save({path.name!r})"
+        )
+    if suffix in (".h5", ".hdf5") and not hdf5:
+        raise MigrationError(
+            f"{where} is not an HDF5 file ({size} bytes without the HDF5 signature); it is "
+            f"corrupt or not a Keras model: save it again with model.save({path.name!r})"
+        )
+    return path
 
 
 def _load_saved_model_dir(path: Path, keras: Any) -> Any:

@@ -116,8 +116,16 @@ class KerasReference:
         return int(min(dims)) if dims else 10
 
     # -- computations ----------------------------------------------------------------------
+    @staticmethod
+    def _inputs_for(model, xs):
+        """``xs`` in the structure ``model`` was built with (a one-input model saved from a
+        Sequential expects a list of one): the other way round Keras warns that "the
+        structure of `inputs` doesn't match", into every run's output."""
+        struct = getattr(model, "_inputs_struct", None)
+        return list(xs) if isinstance(struct, (list, tuple)) or len(xs) > 1 else xs[0]
+
     def _keras_inputs(self, xs):
-        return xs[0] if len(xs) == 1 else list(xs)
+        return self._inputs_for(self.model, xs)
 
     def outputs(self, xs) -> list[np.ndarray]:
         out = self.model(self._keras_inputs(xs), training=False)
@@ -134,7 +142,7 @@ class KerasReference:
         if not mapped:
             return {}
         probe = keras.Model(self.model.inputs, [layer.output for layer, _ in mapped])
-        outs = probe(self._keras_inputs(xs), training=False)
+        outs = probe(self._inputs_for(probe, xs), training=False)
         outs = outs if isinstance(outs, (list, tuple)) else [outs]
         return {attr: _np(o) for (_, attr), o in zip(mapped, outs)}
 
@@ -183,7 +191,7 @@ class KerasReference:
 
         clone = self._trainable_clone()
         with tf.GradientTape() as tape:
-            pred = clone(self._keras_inputs(xs), training=True)
+            pred = clone(self._inputs_for(clone, xs), training=True)
             loss = clone.compute_loss(x=None, y=self._y_keras(y), y_pred=pred,
                                       sample_weight=self._sample_weight(y), training=True)
         reg = float(sum(_np(v).sum() for v in clone.losses)) if clone.losses else 0.0
@@ -203,7 +211,7 @@ class KerasReference:
             bx = [x[rows] for x in xs]
             by = y[rows]
             with tf.GradientTape() as tape:
-                pred = clone(self._keras_inputs(bx), training=True)
+                pred = clone(self._inputs_for(clone, bx), training=True)
                 loss = clone.compute_loss(x=None, y=self._y_keras(by), y_pred=pred,
                                           sample_weight=self._sample_weight(by), training=True)
             # as fit steps: an embedding's gradient stays IndexedSlices (Adam squares each

@@ -17,6 +17,7 @@ from autopilot_lab import data as data_mod
 from autopilot_lab.baseline import hgb_baseline, public
 from autopilot_lab.candidate import Candidate, Recipe
 from autopilot_lab.checks import CheckContext, Ladder, default_ladder
+from autopilot_lab.journal import rank
 from autopilot_lab.objectives.base import Objective
 from autopilot_lab.objectives.model_source import resolve_model
 from autopilot_lab.objectives.target import Target, parse_target
@@ -90,7 +91,8 @@ class ImproveObjective(Objective):
         if not spec.get("data"):
             raise ValueError(f"run {run_id} ran without data (the parity contract only); "
                              "improve needs a dataset: migrate with --data first")
-        best = max(scored, key=lambda it: (it["score"], -it["n"]))  # the journal's rule
+        best = max(scored, key=lambda it: rank(it["score"], sum(  # the journal's one rule
+            v.passed for v in it["scorecard"].verdicts), it["n"]))
         start = best["candidate"].replace(
             notes={"agent": "start", "summary": f"run {run_id}'s best candidate (iteration "
                                                 f"{best['n']}), as it is"}, parent=None)

@@ -126,6 +126,28 @@ def parse_target(text: str | None, *, kind: str,
     return target
 
 
+class _BaselineLater(Exception):
+    """Raised by :func:`check_target_text`'s stand-in baseline: the text is sound so far."""
+
+
+def check_target_text(text: Any, *, kind: str) -> None:
+    """Check a target text for a task of ``kind`` before any work is done (no baseline is
+    computed): the grammar, the metric, the direction and an absolute bound's range. Raises
+    ``TypeError`` for a target that is not text and ``TargetError`` as ``parse_target`` does;
+    a ``baseline...`` target's bound is only checked once the baseline is known."""
+    if text is not None and not isinstance(text, str):
+        raise TypeError(f"target must be a text such as 'roc_auc>=0.9' or 'baseline-0.02', or "
+                        f"None; got {type(text).__name__} {text!r}")
+
+    def later() -> dict:
+        raise _BaselineLater
+
+    try:
+        parse_target(text, kind=kind, baseline=later)
+    except _BaselineLater:
+        pass
+
+
 def _baseline_target(text: str, sign: str | None, number: str | None, kind: str,
                      baseline: Callable[[], dict] | dict | None) -> Target:
     if baseline is None:

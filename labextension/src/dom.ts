@@ -55,12 +55,14 @@ export function duration(seconds: number | null | undefined): string {
   if (seconds === null || seconds === undefined) {
     return '–';
   }
-  if (seconds < 60) {
+  if (seconds < 59.95) {
     return `${seconds.toFixed(1)} s`;
   }
-  const m = Math.floor(seconds / 60);
+  // round to whole seconds first: 119.6 s is 2 min 0 s, never "1 min 60 s"
+  const whole = Math.round(seconds);
+  const m = Math.floor(whole / 60);
   if (m < 60) {
-    return `${m} min ${Math.round(seconds % 60)} s`;
+    return `${m} min ${whole % 60} s`;
   }
   return `${Math.floor(m / 60)} h ${m % 60} min`;
 }
