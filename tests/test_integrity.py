@@ -88,6 +88,9 @@ def _attacks(planted: dict) -> dict[str, str]:
                         "raise RuntimeError('CONNECTED to the host socket')"),
         "fill the disk": ("for i in range(16):\n"
                           "    open(f'fill{i}.bin', 'wb').write(bytes(60 * 2**20))"),
+        "ANSI escapes in the message": (
+            "raise RuntimeError('\\x1b[2J\\x1b]0;pwned\\x07\\x1b]8;;http://x\\x1b\\\\"
+            "click\\x1b]8;;\\x1b\\\\ \\x1b[31mred')"),
     }
 
 
@@ -102,6 +105,9 @@ def _assert_contained(label: str, hints: list, planted: dict) -> None:
     elif label == "read labels":
         assert "labels seen: y_train" in text and "y_test" not in text \
             and "y_valid" not in text, text
+    elif label == "ANSI escapes in the message":
+        assert kinds == {HintKind.RUNTIME_ERROR} and "click red" in text, text
+        assert not any(ch in text for ch in "\x1b\x07\x9b"), text
     elif label == "fill the disk":
         assert kinds == {HintKind.RESOURCE_LIMIT} and "disk" in text, (label, text)
     else:
@@ -176,7 +182,7 @@ def _verify(migrated, folder: Path, **kw):
 
 @pytest.mark.parametrize("label", ["forged result line", "malformed result message",
                                    "read labels", "read planted file", "unix socket",
-                                   "fill the disk"])
+                                   "fill the disk", "ANSI escapes in the message"])
 def test_attacks_through_verify_are_rejected(migrated, tmp_path, planted, label):
     folder = _candidate(migrated, tmp_path, _attacks(planted)[label])
     card = _verify(migrated, folder, limits=Limits(wall_s=60, scratch_mb=200))
