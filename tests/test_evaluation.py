@@ -182,3 +182,27 @@ def test_improve_from_a_migration_starts_from_its_chosen_candidate_unchanged(tmp
     assert after["shared_dropout"] == before["shared_dropout"] != []
     assert improved.report["test"]["metrics"] == migrated.report["test"]["metrics"]
     assert start.scorecard.all_gates_passed
+
+
+def test_an_improve_run_exports_recipe_and_a_train_py_that_runs(home):
+    """Like a migration's: best/ holds recipe.json and a train.py that trains the chosen
+    candidate (its constructor's sizes filled in, the recipe's preprocessing applied)."""
+    import subprocess
+    import sys
+
+    import numpy as np
+
+    recipe = Recipe(lr=0.01, epochs=2, preprocessing="standardize")
+    result = api.improve("examples/tabular_mlp.py:TabularMLP", "sklearn:iris", target=None,
+                         recipe=recipe, max_iters=1, home=home)
+    best = result.report_paths["md"].parent / "best"
+    assert json.loads((best / "recipe.json").read_text()) == recipe.to_dict()
+    task = data.load_task("sklearn:iris")
+    np.savez(best / "data.npz", X_train=task.part("train")[0], y_train=task.part("train")[1],
+             X_valid=task.part("valid")[0], y_valid=task.part("valid")[1])
+    run = subprocess.run([sys.executable, "train.py", "data.npz"], cwd=best,
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert "epoch 2: valid loss" in run.stdout and (best / "trained_weights.pt").exists()
+    assert "INIT = {\n    \"n_features\": 4,\n    \"n_outputs\": 3\n}" in \
+        (best / "train.py").read_text()

@@ -7,8 +7,10 @@ source of `harness.keras_optim` is copied into the script, so it steps as the ru
 
 from __future__ import annotations
 
+import ast
 import json
 from pathlib import Path
+from typing import Any
 
 from autopilot_lab.candidate import Candidate
 
@@ -32,6 +34,7 @@ from model import {entry}
 # KERAS_OPTIM_SOURCE
 
 RECIPE = {recipe}
+INIT = {init}  # constructor arguments
 KIND = "{kind}"
 EPS = 1e-7  # Keras clips probabilities to [eps, 1 - eps]
 
@@ -41,7 +44,8 @@ def loss_fn(model, out, y):
     if KIND == "regression":
         per = (F.l1_loss if r["loss"] == "mae" else F.mse_loss)(out, y, reduction="none")
         per = per.mean(dim=-1)
-    elif out.shape[-1] == 1:
+    elif out.shape[-1] == 1:  # one logit or probability: binary cross-entropy
+        y = y.to(out.dtype).reshape(len(y), -1)
         if r["from_logits"]:
             per = F.binary_cross_entropy_with_logits(out, y, reduction="none").mean(dim=-1)
         else:
@@ -86,8 +90,8 @@ def make_optimizer(model):
 
 def as_targets(y):
     """Labels as the loss takes them."""
-    if KIND != "regression" and RECIPE["loss"] == "cross_entropy":
-        return torch.as_tensor(y, dtype=torch.long)
+    if KIND != "regression" and RECIPE["loss"] != "binary_cross_entropy":
+        return torch.as_tensor(y, dtype=torch.long)  # class ids ("auto": as the outputs say)
     return torch.as_tensor(y, dtype=torch.float32).reshape(len(y), -1)
 
 
@@ -125,11 +129,23 @@ def main(path):
     data = np.load(path)
     r = RECIPE
     torch.manual_seed(r["seed"])
-    model = {entry}()
-    model.load_state_dict(torch.load("weights.pt", weights_only=True))
+    model = {entry}(**INIT)
+    try:  # a migration's converted weights; a model trained from scratch has none
+        model.load_state_dict(torch.load("weights.pt", weights_only=True))
+    except FileNotFoundError:
+        pass
     opt = make_optimizer(model)
-    X, y = torch.as_tensor(data["X_train"]), as_targets(data["y_train"])
-    Xv, yv = data["X_valid"], as_targets(data["y_valid"])
+    Xn, Xvn = data["X_train"].astype(np.float32), data["X_valid"].astype(np.float32)
+    yn, yvn = data["y_train"], data["y_valid"]
+    if r["preprocessing"] == "standardize":  # the recipe's preprocessing, train statistics
+        mean, std = Xn.mean(axis=0), Xn.std(axis=0)
+        std[std == 0] = 1.0
+        Xn, Xvn = (Xn - mean) / std, (Xvn - mean) / std
+        if KIND == "regression":
+            ym, ys = float(yn.mean()), float(yn.std()) or 1.0
+            yn, yvn = (yn - ym) / ys, (yvn - ym) / ys
+    X, y = torch.as_tensor(Xn), as_targets(yn)
+    Xv, yv = Xvn, as_targets(yvn)
     best, best_state, bad = float("inf"), None, 0
     for epoch in range(r["epochs"]):
         model.train()
@@ -167,11 +183,40 @@ def keras_optim_source() -> str:
             "\n\n\n" + body + "\n")
 
 
-def train_script(candidate: Candidate, kind: str) -> str:
+def py_literal(value: Any) -> str:
+    """JSON as a Python literal (true/false/null spelled Python's way)."""
+    return json.dumps(value, indent=4).replace("true", "True").replace(
+        "false", "False").replace("null", "None")
+
+
+def constructor_arguments(candidate: Candidate, task: dict[str, Any]) -> dict[str, Any]:
+    """The arguments the harness gives the model's constructor (``harness.model_loader``):
+    the candidate's own, plus the task's sizes under the names the constructor uses. Read
+    from the source's syntax tree: the parent never runs candidate code."""
+    from autopilot_lab.harness.model_loader import FEATURE_ARGS, OUTPUT_ARGS
+
+    kwargs = dict(candidate.init_kwargs)
+    tree = ast.parse(candidate.source)
+    cls = next((n for n in tree.body if isinstance(n, ast.ClassDef)
+                and n.name == candidate.entry), None)
+    init = next((n for n in cls.body if isinstance(n, ast.FunctionDef)
+                 and n.name == "__init__"), None) if cls else None
+    names = [a.arg for a in (init.args.args[1:] + init.args.kwonlyargs)] if init else []
+    for options, value in ((FEATURE_ARGS, task.get("n_features")),
+                           (OUTPUT_ARGS, task.get("n_outputs"))):
+        name = next((n for n in options if n in names), None)
+        if name and name not in kwargs and value is not None:
+            kwargs[name] = value
+    return kwargs
+
+
+def train_script(candidate: Candidate, kind: str,
+                 init_kwargs: dict[str, Any] | None = None) -> str:
     recipe = candidate.recipe.to_dict()
     return TEMPLATE.format(entry=candidate.entry, kind=kind,
-                           recipe=json.dumps(recipe, indent=4).replace("true", "True")
-                           .replace("false", "False").replace("null", "None"),
+                           init=py_literal(init_kwargs if init_kwargs is not None
+                                           else candidate.init_kwargs),
+                           recipe=py_literal(recipe),
                            recipe_line=", ".join(f"{k}={recipe[k]}" for k in
                                                  ("optimizer", "lr", "epochs", "batch_size"))
                            ).replace("# KERAS_OPTIM_SOURCE\n", keras_optim_source())

@@ -126,6 +126,23 @@ class ImproveObjective(Objective):
         return Candidate(files={"model.py": self.source}, entry=self.entry, recipe=self.recipe,
                          init_kwargs=self.init_kwargs)
 
+    def export(self, candidate: Candidate) -> dict[str, bytes | str]:
+        """recipe.json and train.py beside model.py, as a migration exports them (and the
+        start's weights, when it came from a run that had them)."""
+        import json
+
+        from autopilot_lab.migrate.train_script import constructor_arguments, train_script
+
+        task = {"n_features": self.task.n_features, "n_outputs": self.task.n_outputs}
+        out: dict[str, bytes | str] = {
+            "recipe.json": json.dumps(candidate.recipe.to_dict(), indent=2) + "\n",
+            "train.py": train_script(candidate, self.task.kind,
+                                     constructor_arguments(candidate, task))}
+        weights = candidate.artifacts.get("weights.pt")
+        if weights and Path(weights).exists():
+            out["weights.pt"] = Path(weights).read_bytes()
+        return out
+
     def draft_summary(self) -> str:
         return (f"run {self.from_run}'s best candidate, as it is" if self.start is not None
                 else "the model as given")
