@@ -23,6 +23,7 @@ LOSSES = ("auto", "cross_entropy", "binary_cross_entropy", "mse", "mae", "huber"
 MAX_EPOCHS = 100_000
 MAX_BATCH_SIZE = 1_000_000
 MAX_SEED = 2**32 - 1  # numpy's bound
+MAX_ITERS = 1000  # a run's iteration budget (checked by the API and the CLI, not here)
 _INT_FIELDS = {"batch_size": (1, MAX_BATCH_SIZE), "epochs": (1, MAX_EPOCHS),
                "early_stopping": (0, MAX_EPOCHS), "seed": (0, MAX_SEED)}
 # float field -> (lowest, whether the lowest itself is excluded)
@@ -112,7 +113,7 @@ class Recipe:
         object.__setattr__(self, "betas", _betas(self.betas))
         object.__setattr__(self, "penalties", _penalties(self.penalties))
         if self.class_weight is not None:
-            object.__setattr__(self, "class_weight", _class_weight(self.class_weight))
+            object.__setattr__(self, "class_weight", check_class_weight(self.class_weight))
 
     def replace(self, **changes: Any) -> Recipe:
         return dataclasses.replace(self, **changes)
@@ -277,22 +278,21 @@ def _penalties(value: Any) -> tuple[dict, ...]:
     return tuple(out)
 
 
-def _class_weight(value: Any) -> dict[int, float]:
-    """Class index -> weight; indices >= 0 (text digits allowed, as JSON keys are text),
-    weights finite and >= 0."""
+def check_class_weight(value: Any, name: str = "Recipe.class_weight") -> dict[int, float]:
+    """Class index -> weight as ints and floats; indices >= 0 (text digits allowed, as JSON
+    keys are text), weights finite and >= 0. ``name`` is the argument's name in messages."""
     if not isinstance(value, Mapping):
-        raise TypeError(f"Recipe.class_weight must be a dict of class index -> weight, got "
-                        f"{_short(value)}")
+        raise TypeError(f"{name} must be a dict of class index -> weight, got {_short(value)}")
     out = {}
     for k, v in value.items():
         try:
             index = int(k)
         except (TypeError, ValueError):
-            raise ValueError(f"Recipe.class_weight keys must be class indices, got {k!r}"
-                             ) from None
-        weight = _real(f"class_weight[{k!r}]", v)
-        if index < 0 or weight < 0:
-            raise ValueError(f"Recipe.class_weight maps class indices >= 0 to weights >= 0, "
-                             f"got {k!r}: {v!r}")
-        out[index] = float(weight)
+            raise ValueError(f"{name} keys must be class indices, got {k!r}") from None
+        if isinstance(v, bool) or not isinstance(v, numbers.Real):
+            raise TypeError(f"{name}[{k!r}] must be a number, got {_short(v)}")
+        if index < 0 or not (0 <= v < math.inf):
+            raise ValueError(f"{name} maps class indices >= 0 to finite weights >= 0, got "
+                             f"{k!r}: {v!r}")
+        out[index] = float(v)
     return out

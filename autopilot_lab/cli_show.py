@@ -109,3 +109,20 @@ def render_parity(report: dict) -> str:
             rows.append([f"test {name} (torch / keras)",
                          f"{test['metrics'].get(name, float('nan')):.4g} / {value:.4g}", "-"])
     return "parity\n" + _table(["measure", "value", "bound"], rows)
+
+
+def render_failure(n: int, card: Any, run_id: str = "RUN", most: int = 3) -> str:
+    """Why a candidate stopped at a gate, for the end of a run's output: the failed gate and
+    its first hints (a syntax error's line, a missing class), so the terminal says more than
+    "static FAIL". Empty when every gate passed."""
+    gate = card.failed_gate
+    if gate is None:
+        return ""
+    verdict = card.verdict(gate)
+    hints = sorted(verdict.hints, key=lambda h: h.priority) if verdict else []
+    lines = [f"why: iteration {n} failed the {gate} gate"
+             + (":" if hints else " (it gave no hint)")]
+    lines += [f"  {clean_line(h.to_text(), 400)}" for h in hints[:most]]
+    if len(hints) > most:
+        lines.append(f"  ... {len(hints) - most} more: `autopilot show {run_id}`")
+    return "\n".join(lines)

@@ -704,11 +704,11 @@ def _check_finite(column: pd.Series, what: str) -> None:
     rows = np.flatnonzero(bad)
     example = float(values[rows[0]])
     n, s = len(rows), "s" if len(rows) > 1 else ""
-    how = (f"{n} infinite value{s}" if math.isinf(example)
-           else f"{n} value{s} beyond float32's range (+-{FLOAT32_MAX:.3g})")
-    raise DataError(f"{what} has {how}, e.g. {example:g} in data row {rows[0] + 1}; models "
-                    "train in float32, where such values become inf: fix or drop those rows "
-                    "(a missing value may be left empty: it is imputed)")
+    how = (f"{n} infinite value{s}" if math.isinf(example) else
+           f"{n} value{s} beyond float32's range (+-{FLOAT32_MAX:.3g}), where models train "
+           "and such values become inf")
+    raise DataError(f"{what} has {how}, e.g. {example:g} in data row {rows[0] + 1}; fix or "
+                    "drop those rows (a missing value may be left empty: it is imputed)")
 
 
 def _check_sizes(test_size: float, valid_size: float) -> None:

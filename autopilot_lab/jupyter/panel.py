@@ -65,6 +65,7 @@ class RunPanel:
         self.iteration_hints: dict[int, list[Hint]] = {}
         self.frontier: int | None = None
         self._best: tuple[float, int, int] | None = None
+        self.ended = False  # the run ended: no agent comes next, no Accept/Reject
         self._badges: dict[str, widgets.HTML] = {}
         self._lock = threading.RLock()
 
@@ -214,11 +215,18 @@ class RunPanel:
 
     def _on_run_finished(self, data: dict[str, Any]) -> None:
         self.status.value = _status(data["status"], data.get("reason", ""))
-        self.continue_button.disabled = self.stop_button.disabled = True
+        self._ended()
 
     def _on_run_failed(self, data: dict[str, Any]) -> None:
         self.status.value = _status("failed", data.get("error", ""))
+        self._ended()
+
+    def _ended(self) -> None:
+        """No agent comes next once the run has ended: the hints stay, as the best
+        iteration's, without Accept/Reject."""
         self.continue_button.disabled = self.stop_button.disabled = True
+        self.ended = True
+        self._render_hints()
 
     # ---- rendering -----------------------------------------------------------------------
 
@@ -260,10 +268,14 @@ class RunPanel:
         hints = self.iteration_hints[n]
         latest = n == max(self.iteration_hints)
         where = f"iteration {n}" + ("" if latest else ", the best so far")
-        self.hints_caption.value = (
-            f"<b>Hints the agent gets next</b> (from {where}): "
-            + ("none, every check is satisfied" if not hints else
-               "a rejected hint is sent to no agent again and its repair is not applied"))
+        if self.ended:
+            self.hints_caption.value = (f"<b>Hints of the best candidate</b> (iteration {n}); "
+                                        "the run has ended")
+        else:
+            self.hints_caption.value = (
+                f"<b>Hints the agent gets next</b> (from {where}): "
+                + ("none, every check is satisfied" if not hints else
+                   "a rejected hint is sent to no agent again and its repair is not applied"))
         decisions = self._decisions()
         cells: list[widgets.Widget] = [widgets.HTML(f"<b>{c}</b>") for c in HINT_COLUMNS]
         for hint in hints:
@@ -272,7 +284,8 @@ class RunPanel:
                       widgets.HTML(_esc(hint.check)),
                       widgets.HTML(_cell(hint.observed)), widgets.HTML(_cell(hint.expected)),
                       widgets.HTML(_esc(hint.suggestion)),
-                      self._decision_cell(n, hint, decisions.get(hint.key))]
+                      widgets.HTML(_esc(decisions.get(hint.key) or "-")) if self.ended
+                      else self._decision_cell(n, hint, decisions.get(hint.key))]
         _replace_children(self.hints_table, cells)
 
     def _decision_cell(self, n: int, hint: Hint, decided: str | None) -> widgets.Widget:

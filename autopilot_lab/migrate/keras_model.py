@@ -106,6 +106,13 @@ def check_model_path(path_like: str | os.PathLike) -> Path:
             f"SavedModel folder"
         )
     if path.is_dir():
+        inside = sorted(path.glob("*.keras")) + sorted(path.glob("*.h5"))
+        if not (path / "saved_model.pb").exists() and len(inside) != 1:
+            raise MigrationError(
+                f"folder {where} is not a SavedModel (no saved_model.pb) and holds "
+                f"{'no' if not inside else len(inside)} .keras/.h5 files; pass the model file "
+                f"itself"
+            )
         return path
     suffix = path.suffix.lower()
     if suffix not in (".keras", ".h5", ".hdf5"):

@@ -131,13 +131,12 @@ class ImproveObjective(Objective):
         start's weights, when it came from a run that had them)."""
         import json
 
-        from autopilot_lab.migrate.train_script import constructor_arguments, train_script
+        from autopilot_lab.migrate.train_script import train_script
 
         task = {"n_features": self.task.n_features, "n_outputs": self.task.n_outputs}
         out: dict[str, bytes | str] = {
             "recipe.json": json.dumps(candidate.recipe.to_dict(), indent=2) + "\n",
-            "train.py": train_script(candidate, self.task.kind,
-                                     constructor_arguments(candidate, task))}
+            "train.py": train_script(candidate, self.task.kind, _constructor(candidate, task))}
         weights = candidate.artifacts.get("weights.pt")
         if weights and Path(weights).exists():
             out["weights.pt"] = Path(weights).read_bytes()
@@ -167,3 +166,14 @@ class ImproveObjective(Objective):
             return self.target
         on_test = {**self.baseline, "value": self.baseline["test_value"]}
         return parse_target(self.target_text, kind=self.task.kind, baseline=on_test)
+
+
+def _constructor(candidate: Candidate, task: dict[str, Any]) -> dict[str, Any]:
+    """train.py's constructor arguments; a best candidate that does not even parse (every
+    candidate failed the static gate) keeps its own."""
+    from autopilot_lab.migrate.train_script import constructor_arguments
+
+    try:
+        return constructor_arguments(candidate, task)
+    except SyntaxError:
+        return dict(candidate.init_kwargs)

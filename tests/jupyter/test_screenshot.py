@@ -154,6 +154,8 @@ def test_panel_screenshot_in_jupyterlab(lab, tmp_path):
     assert shot.stat().st_size > 20_000
     assert {"static", "build", "trainability", "stability", "metric", "total"} <= set(legend)
     assert traces == 6
-    for expected in ("Hints the agent gets next", "METRIC_GAP", "Accept", "Reject",
-                     "Continue", "Stop", "Best: iteration"):
+    for expected in ("Hints of the best candidate", "METRIC_GAP", "Continue", "Stop",
+                     "Best: iteration"):
         assert expected in text
+    # the run has ended: no agent comes next, so no Accept / Reject is offered any more
+    assert "Hints the agent gets next" not in text and "Reject" not in text
