@@ -239,10 +239,11 @@ def test_the_reference_model_and_an_unscored_draft_reach_the_prompt():
 def test_smaller_prompt_levels_drop_history_minor_hints_and_other_files():
     objective = iris_objective(buggy_source())
     journal = journal_of(objective, card(SHAPE, STYLE), card(SHAPE, STYLE))
-    best = journal.best.candidate
-    journal.iterations[0] = Iteration(1, best.replace(files={**best.files,
-                                                             "helpers.py": "H = 1\n" * 900}),
-                                      journal.iterations[0].scorecard, "rules")
+    top = journal.best  # a tie: the later iteration (journal.rank)
+    best = top.candidate
+    journal.iterations[journal.iterations.index(top)] = Iteration(
+        top.n, best.replace(files={**best.files, "helpers.py": "H = 1\n" * 900}),
+        top.scorecard, "rules")
     inp = prompt_input(objective, journal, [SHAPE, STYLE], [])
     sizes, options = [], PromptOptions()
     while options is not None:
