@@ -67,12 +67,14 @@ def main(argv: list[str] | None = None) -> int:
 def _known_error(e: Exception) -> bool:
     """Errors that mean bad input or an unusable setting, not a bug: a ValueError (DataError,
     TargetError, ModelSourceError, MigrationError...), a missing or unreadable path, a store
-    that cannot be opened, an unknown run id, a run that cannot be resumed now."""
+    that cannot be opened, an unknown run id, a run that cannot be resumed now, a sandbox
+    that cannot start as asked."""
+    from autopilot_lab.sandbox import SandboxUnavailable
     from autopilot_lab.store import StoreError, UnknownRunError
 
     known: tuple[type[BaseException], ...] = (
         ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError,
-        StoreError, UnknownRunError)
+        StoreError, UnknownRunError, SandboxUnavailable)
     api = sys.modules.get("autopilot_lab.api")
     if api is not None:
         known += (api.RunStateError,)
@@ -413,8 +415,9 @@ def _cmd_verify(args) -> int:
         print(card.to_json())
     else:
         for v in card.verdicts:
-            print(f"{v.check:<13} {'pass' if v.passed else 'FAIL'}  {v.score:.3f}"
-                  + ("  (gate)" if v.hard else ""))
+            why = v.evidence.get("not_applicable")
+            print(f"{v.check:<13} {v.label:<4}  {v.score:.3f}" + ("  (gate)" if v.hard else "")
+                  + (f"  ({why})" if why else ""))
         for name in card.skipped:
             print(f"{name:<13} skipped (an earlier gate failed)")
         hints = card.hints

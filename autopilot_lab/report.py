@@ -29,8 +29,9 @@ def build_report(run_id: str, objective, journal: Journal, status: str,
             "n": it.n, "agent": it.agent, "parent": it.candidate.parent, "score": card.score,
             "gates_passed": card.gates_passed, "failed_gate": card.failed_gate,
             "targets_met": card.targets_met,
-            "checks": {v.check: {"passed": v.passed, "score": v.score, "hard": v.hard,
-                                 "seconds": v.timing.get("seconds")} for v in card.verdicts},
+            "checks": {v.check: {"passed": v.passed, "label": v.label, "score": v.score,
+                                 "hard": v.hard, "seconds": v.timing.get("seconds")}
+                       for v in card.verdicts},
             "skipped": list(card.skipped),
             "hints": [h.to_dict() for h in card.hints],
             "summary": it.candidate.notes.get("summary", ""),
@@ -149,7 +150,8 @@ def to_markdown(report: dict[str, Any]) -> str:
             if v is None:
                 cells.append("skipped" if c in it["skipped"] else "-")
             else:
-                cells.append(("pass" if v["passed"] else "FAIL") + f" {v['score']:.3g}")
+                cells.append(v.get("label", "pass" if v["passed"] else "FAIL")
+                             + f" {v['score']:.3g}")
         lines.append(f"| {it['n']} | {clean_line(it['agent'])} | " + " | ".join(cells)
                      + f" | {it['score']} |")
     lines += ["", "## Agents (which agent produced each iteration, and why)", "",

@@ -73,6 +73,11 @@ _NETWORK_PATHS = ("/etc/resolv.conf", "/etc/hosts", "/etc/nsswitch.conf", "/etc/
 _JOIN_CGROUPS = 'while [ "$1" != -- ]; do echo $$ >"$1" || exit 125; shift; done; shift; exec "$@"'
 
 
+class SandboxUnavailable(RuntimeError):
+    """The sandbox cannot start on this host as asked (isolation missing, every uid taken, an
+    unsafe scratch folder): a setting to fix, said in one line, not a bug of ours."""
+
+
 @dataclass(frozen=True)
 class Limits:
     """Resource limits of one sandboxed run."""
@@ -540,7 +545,8 @@ class _UidPool:
                     self._held[uid] = fd
                     self._next = (self._next + i + 1) % len(UID_RANGE)
                     return uid
-        raise RuntimeError(f"all sandbox uids {UID_RANGE.start}-{UID_RANGE.stop - 1} are in use")
+        raise SandboxUnavailable(
+            f"all sandbox uids {UID_RANGE.start}-{UID_RANGE.stop - 1} are in use")
 
     def _try_lock(self, uid: int) -> int | None:
         """An fd holding ``uid``'s lock, or None when another process holds it."""
@@ -565,7 +571,8 @@ def _scratch_base() -> Path:
         base.mkdir(mode=0o711)
     st = os.lstat(base)
     if not (os.path.isdir(base) and not base.is_symlink() and st.st_uid == os.geteuid()):
-        raise RuntimeError(f"{base} is not a folder owned by uid {os.geteuid()}; remove it")
+        raise SandboxUnavailable(
+            f"{base} is not a folder owned by uid {os.geteuid()}; remove it")
     os.chmod(base, 0o711)
     return base
 
@@ -862,7 +869,7 @@ class Sandbox:
         h = self._host
         bwrap_ok = _bwrap_usable(h)
         if isolation == "bwrap" and not bwrap_ok:
-            raise RuntimeError("bwrap isolation is not available on this host: "
+            raise SandboxUnavailable("bwrap isolation is not available on this host: "
                                + h.reasons.get("bwrap", h.reasons.get("uid_drop", "")))
         self.isolation = "bwrap" if isolation != "process" and bwrap_ok else "process"
         self._base = _scratch_base()

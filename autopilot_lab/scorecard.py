@@ -39,6 +39,13 @@ class Verdict:
     evidence: dict[str, Any] = field(default_factory=dict)
     timing: dict[str, float] = field(default_factory=dict, compare=False)
 
+    @property
+    def label(self) -> str:
+        """``pass``, ``FAIL``, or ``n/a`` for a check with nothing to judge in this candidate
+        (its evidence says why under ``not_applicable``); an n/a verdict passes, so that the
+        score of a candidate does not depend on which optional files it carries."""
+        return label(self.to_dict())
+
     def to_dict(self, with_timing: bool = False) -> dict[str, Any]:
         d = {
             "check": self.check,
@@ -135,6 +142,13 @@ class Scorecard:
     def from_dict(cls, d: dict[str, Any]) -> Scorecard:
         return cls(verdicts=tuple(Verdict.from_dict(v) for v in d["verdicts"]),
                    skipped=tuple(d.get("skipped", ())))
+
+
+def label(verdict: dict[str, Any]) -> str:
+    """The one-word state of a verdict's dict (as stored): ``pass``, ``FAIL`` or ``n/a``."""
+    if verdict.get("evidence", {}).get("not_applicable"):
+        return "n/a"
+    return "pass" if verdict["passed"] else "FAIL"
 
 
 def _json_default(o: Any) -> Any:

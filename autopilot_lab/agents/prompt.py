@@ -146,7 +146,7 @@ def prompt_input(objective: Any, journal: Journal, hints: Iterable[Hint], keeps:
         best_d = {"n": best.n if best else None, "score": best.score if best else None,
                   "entry": c.entry, "main": c.main, "files": dict(c.files),
                   "recipe": c.recipe.to_dict(), "init_kwargs": dict(c.init_kwargs),
-                  "checks": {v.check: ("pass" if v.passed else "FAIL") + f" {v.score:.3g}"
+                  "checks": {v.check: f"{v.label} {v.score:.3g}"
                              for v in card.verdicts} if card else {},
                   "skipped": list(card.skipped) if card else []}
     history = tuple({"n": it.n, "agent": it.agent, "score": it.score,

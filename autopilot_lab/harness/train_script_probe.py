@@ -4,24 +4,21 @@ Imports the candidate's ``train.py`` (candidate code: it runs here, never in the
 builds the model from ``model.py`` and ``weights.pt``, switches dropout off (as Keras' side of
 the comparison does) and calls the script's documented entry points on parity's inputs:
 ``train_steps(model, batches)`` on the K steps' batches and ``predict(model, x)`` on the fixed
-rows. Beside it, the harness' own K steps from the same start (what parity verified against
-Keras). Returns measurements only; ``checks.train_script`` compares.
+rows. Returns measurements only: ``checks.train_script`` compares them with Keras' own steps,
+which never enter the sandbox.
 """
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from autopilot_lab.candidate import Recipe
 from autopilot_lab.harness.model_loader import build_model, import_candidate
 from autopilot_lab.harness.parity import _dropout_off
 from autopilot_lab.harness.probes import r
-from autopilot_lab.harness.training import clip_gradients, loss_function, make_optimizer
 from autopilot_lab.harness.wire import pack
 
 
@@ -36,27 +33,8 @@ def steps(payload: dict[str, Any], workdir: Path) -> dict[str, Any]:
                                  "model, batches) and predict(model, x)")
     model = build_model(workdir, payload)
     predicted = script.predict(model, x)
-    twin = copy.deepcopy(model)
     _dropout_off(model)
     batches = [(x[rows], y[rows]) for rows in data["dyn_index"]]
     losses = script.train_steps(model, batches)
-
-    # the harness' own steps from the same start: the recipe as parity verified it
-    recipe = Recipe.from_dict(payload["recipe"])
-    _dropout_off(twin)
-    twin.train()
-    opt = make_optimizer(twin, recipe)
-    n_out = int(predicted.shape[-1]) if predicted.ndim > 1 else 1
-    loss_fn, name = loss_function(recipe, payload["task"]["kind"], n_out, twin)
-    for bx, by in batches:
-        opt.zero_grad(set_to_none=True)
-        target = torch.as_tensor(by, dtype=torch.long if name == "cross_entropy"
-                                 else torch.float32)
-        if name != "cross_entropy":
-            target = target.reshape(len(by), -1)
-        loss_fn(twin(torch.as_tensor(bx)), target).backward()
-        clip_gradients(twin, recipe)
-        opt.step()
     return {"losses": [r(v) for v in losses], "predicted": pack(torch.as_tensor(predicted)),
-            "final": {k: pack(v) for k, v in model.state_dict().items()},
-            "harness_final": {k: pack(v) for k, v in twin.state_dict().items()}}
+            "final": {k: pack(v) for k, v in model.state_dict().items()}}

@@ -21,6 +21,11 @@ MISTAKES = {
     "no gradient clipping": ("    keras_clip(model.parameters(), r.get(\"clipnorm\", 0.0), "
                              "r.get(\"grad_clip\", 0.0),\n               r.get(\"clipvalue\", "
                              "0.0))\n", "", "train.py:step"),
+    "learning rate halved": ("r[\"optimizer\"], r[\"lr\"],", "r[\"optimizer\"], r[\"lr\"] * 0.5,",
+                             "train.py:step"),
+    # a script that reports losses but never steps: its weights are judged against Keras'
+    # own, computed outside the sandbox, so nothing it runs beside the model can vouch for it
+    "steps skipped": ("    opt.step()\n", "", "train.py:step"),
 }
 
 
@@ -55,4 +60,6 @@ def test_train_py_is_run_and_its_mistakes_are_named(clipped, label):
 def test_without_train_py_there_is_nothing_to_verify(clipped):
     objective, ctx = clipped
     verdict = TrainScriptCheck().run(objective.initial_candidate(), ctx)
-    assert verdict.passed and not verdict.hints and verdict.evidence == {"script": None}
+    assert verdict.passed and not verdict.hints and verdict.label == "n/a"
+    assert verdict.evidence == {"script": None,
+                                "not_applicable": "the candidate carries no train.py"}
