@@ -1,5 +1,11 @@
 """Trusted harness that runs inside the sandbox: ``python -s _sandbox_child.py STATUS_FD SPEC_FD
-[REPLY_FD]``.
+[REPLY_FD] [--go=FD --preload=MODULE,...]``.
+
+Started warm (``--go``), it imports the trusted ``--preload`` modules (torch and the harness: the
+second a tier would otherwise spend), then waits for one byte on the go pipe before it reads
+its spec: candidate code is never imported before that, and each warm child serves one job. The
+spec then names the files the parent placed in the read-only ``inbox`` folder, linked into the
+work folder by name.
 
 It reads the run spec (JSON) from SPEC_FD, lowers its rlimits, then forks: the worker imports
 the job (``package.module:function``), calls ``function(payload, workdir)`` and writes one JSON
@@ -117,20 +123,49 @@ def _worker(spec: dict, status_fd: int) -> None:
     os._exit(0 if message["status"] == "ok" else 1)
 
 
+def _preload(modules: str) -> None:
+    """Import trusted modules ahead of the job; one that fails is left to the job to import."""
+    for name in filter(None, modules.split(",")):
+        try:
+            importlib.import_module(name)
+        except Exception:
+            pass
+
+
+def _link(spec: dict) -> None:
+    """Show each file of the inbox in the work folder under its name (a warm start)."""
+    inbox, work = Path(spec["inbox"]), Path(spec["workdir"])
+    for name in spec["links"]:
+        target = work / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.symlink(inbox / name, target)
+
+
 def main(argv: list[str]) -> None:
-    status_fd, spec_fd = int(argv[1]), int(argv[2])
+    options = dict(a[2:].partition("=")[::2] for a in argv[1:] if a.startswith("--"))
+    numbers = [int(a) for a in argv[1:] if not a.startswith("--")]
+    status_fd, spec_fd = numbers[0], numbers[1]
+    if "go" in options:  # warm: ready before the job is known, told to go by one byte
+        go_fd = int(options["go"])
+        _preload(options.get("preload", ""))
+        if os.read(go_fd, 1) != b"g":  # the parent gave this warm child up
+            os._exit(0)
+        os.close(go_fd)
     with os.fdopen(spec_fd, "rb") as f:
         spec = json.loads(f.read())
     os.set_inheritable(status_fd, False)
-    if len(argv) > 3:  # the job may ask its parent questions (harness.channel)
-        reply_fd = int(argv[3])
+    if len(numbers) > 2:  # the job may ask its parent questions (harness.channel)
+        reply_fd = numbers[2]
         os.set_inheritable(reply_fd, False)
-        spec["payload"]["_channel"] = {"status_fd": status_fd, "reply_fd": reply_fd}
+        if spec.get("channel", True):
+            spec["payload"]["_channel"] = {"status_fd": status_fd, "reply_fd": reply_fd}
     if sys.version != spec["python"]:  # e.g. the venv's base interpreter was not reachable
         err = {"type": "SandboxError", "message": f"the sandbox runs Python {sys.version} from "
                f"{sys.base_prefix}, not the caller's {spec['python']}", "traceback": ""}
         _send(status_fd, json.dumps({"status": "error", "error": err}).encode() + b"\n")
         os._exit(1)
+    if "links" in spec:
+        _link(spec)
     _set_rlimits(spec["rlimits"])
     _die_with_parent()
     pid = os.fork()

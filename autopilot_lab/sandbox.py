@@ -18,7 +18,9 @@ polling where no cgroup or tmpfs bounds them. ``Outcome.layers`` records what wa
 
 from __future__ import annotations
 
+import atexit
 import contextlib
+import dataclasses
 import fcntl
 import functools
 import glob
@@ -48,6 +50,10 @@ MAX_QUESTIONS = 100_000  # a job's questions to its parent (``on_ask``) past thi
 OUTPUT_KILL_FACTOR = 50  # kill once stdout+stderr exceed this many times Limits.output_bytes
 PIDS_FAILURES_TO_KILL = 20  # failed forks (pids cgroup) that mark a fork bomb
 ISOLATIONS = ("auto", "bwrap", "process")
+WARM_MODULES = ("autopilot_lab.harness.",)  # jobs after which a warm child is started ahead
+WARM_PRELOAD = ("numpy", "torch", "autopilot_lab.harness.probes")  # a warm harness child's
+WARM_MAX = 2  # warm children alive at once in this process, all Sandbox objects together
+WARM_TTL_S = 600.0  # a warm child idle longer is given up rather than used
 
 _HARNESS = Path(__file__).resolve().with_name("_sandbox_child.py")
 _PACKAGE_DIR = Path(autopilot_lab.__file__).resolve().parent
@@ -125,6 +131,7 @@ class Outcome:
     peak_memory_mb: float | None
     layers: tuple[str, ...]
     protocol: tuple[str, ...] = ()  # anomalies on the result pipe: forged or malformed lines
+    warm: bool = False  # served by a child started ahead, its imports done (Sandbox.warm)
 
     def describe(self) -> str:
         """One sentence saying what happened, for people and for hints."""
@@ -450,9 +457,15 @@ class _Cgroup:
 
     def _set_limits(self, memory_bytes: int, max_pids: int) -> None:
         if self.memory and self.version["memory"] == 1:
-            (self.memory / "memory.limit_in_bytes").write_text(str(memory_bytes))
+            limit, memsw = (self.memory / "memory.limit_in_bytes",
+                            self.memory / "memory.memsw.limit_in_bytes")
+            try:
+                limit.write_text(str(memory_bytes))
+            except OSError:  # raised on a warm child's cgroup: memory+swap must go up first
+                memsw.write_text(str(memory_bytes))
+                limit.write_text(str(memory_bytes))
             with contextlib.suppress(OSError):  # absent without swap accounting
-                (self.memory / "memory.memsw.limit_in_bytes").write_text(str(memory_bytes))
+                memsw.write_text(str(memory_bytes))
         elif self.memory:
             (self.memory / "memory.max").write_text(str(memory_bytes))
             with contextlib.suppress(OSError):
@@ -861,7 +874,10 @@ def _bwrap_usable(h: _Host) -> bool:
 class Sandbox:
     """Runs ``package.module:function`` jobs in a contained child process."""
 
-    def __init__(self, limits: Limits = Limits(), isolation: str = "auto") -> None:
+    def __init__(self, limits: Limits = Limits(), isolation: str = "auto",
+                 warm: tuple[str, ...] = WARM_MODULES) -> None:
+        """``warm``: job modules (prefixes) after whose runs a child is started ahead, with
+        torch and the harness imported, for the next such run (``()``: none)."""
         if isolation not in ISOLATIONS:
             raise ValueError(f"isolation must be one of {ISOLATIONS}, got {isolation!r}")
         self.limits = limits
@@ -874,6 +890,7 @@ class Sandbox:
         self.isolation = "bwrap" if isolation != "process" and bwrap_ok else "process"
         self._base = _scratch_base()
         self._uids = _setup(h, self._base)
+        self.warm = tuple(warm)
 
     @staticmethod
     def available_layers() -> dict[str, bool | str]:
@@ -939,67 +956,179 @@ class Sandbox:
             if not src.exists():
                 raise FileNotFoundError(f"input {name!r}: {src} does not exist")
 
+        key = self._warm_key(module, lim)
+        started = _WARM.take(key) if key else None
+        try:
+            if started is not None:
+                try:
+                    return self._run_warm(started, job, payload, files or {}, sources, lim,
+                                          on_ask)
+                except _WarmGone:
+                    pass  # it died while it waited: run cold
+            return self._run_cold(job, module, payload, files or {}, sources, lim, on_ask)
+        finally:
+            if key:
+                self._prewarm(key, lim, module)
+
+    def _run_cold(self, job: str, module: str, payload: dict, files: dict[str, str | bytes],
+                  sources: dict[str, Path], lim: Limits,
+                  on_ask: Callable[[dict], dict] | None) -> Outcome:
+        """Start a child for this job alone and supervise it to the end."""
         bwrap = self.isolation == "bwrap"
-        uid = self._uids.acquire() if self._host.root and self._host.setpriv and (
-            bwrap or self._host.reachable) else None
+        uid = self._acquire_uid()
         run_dir = self._base / f"run-{os.getpid()}-{secrets.token_hex(4)}"
         cg: _Cgroup | None = None
         try:
-            work, binds = self._scratch(run_dir, uid, files or {}, sources, bwrap)
+            work, binds = self._scratch(run_dir, uid, files, sources, bwrap)
             # Inside bwrap the work folder sits in the private /tmp, whose tmpfs bounds it.
             inner = Path("/tmp", run_dir.name, "work") if bwrap else work
-            layers = ["process_group", "rlimits"]
             # In process isolation: the folder to measure, and the most bytes it may hold.
             scratch = None if bwrap else (run_dir, _disk_usage(run_dir) + (lim.scratch_mb << 20))
-            if scratch:
-                layers.append("scratch_polling")
-            if self._host.memory or self._host.pids:
-                cg = _Cgroup(run_dir.name.replace("run-", "autopilot-", 1), self._host.memory,
-                             self._host.pids, lim.memory_mb << 20,
-                             lim.processes + (3 if bwrap else 1))
-                layers += [n for n, c in (("memory_cgroup", cg.memory), ("pids_cgroup", cg.pids))
-                           if c]
-            rlimits = {"RLIMIT_FSIZE": lim.file_size_mb << 20, "RLIMIT_NOFILE": lim.open_files,
-                       "RLIMIT_CORE": 0}
-            if uid is not None:
-                rlimits["RLIMIT_NPROC"] = lim.processes + 2
-                layers += ["uid_drop", "rlimit_nproc"]
-            if not (cg and cg.memory):
-                rlimits["RLIMIT_DATA"] = lim.memory_mb << 20
-                layers += ["rlimit_data"] + (["rss_polling"] if os.path.isdir("/proc") else [])
-            spec = {"job": job, "payload": payload, "workdir": str(inner), "rlimits": rlimits,
-                    "max_result_bytes": MAX_RESULT_BYTES, "python": sys.version}
-            try:
-                spec_json = json.dumps(spec)
-            except (TypeError, ValueError) as exc:
-                raise TypeError(f"payload for {job} is not JSON-serialisable: {exc}") from exc
+            cg = self._cgroup(run_dir, lim)
+            layers, rlimits = self._layers(lim, uid, cg, scratch is not None)
+            spec_json = _spec_json(job, payload, inner, rlimits)
             cmd, more_layers = self._command(inner, binds, uid, lim, _job_files(module))
             layers += more_layers
             if cg:
                 cmd = ["/bin/sh", "-c", _JOIN_CGROUPS, "sh", *cg.procs_files(), "--", *cmd]
             watch = self._execute(cmd, spec_json, self._env(inner, run_dir, lim, bwrap), work,
                                   lim, cg, uid, scratch, on_ask)
-            watch.status.settle(watch.returncode if watch.killed_for is None else None)
-            if scratch and watch.killed_for is None and _disk_usage(run_dir) > scratch[1]:
-                watch.killed_for = "disk"  # written faster than polled, or after the result
-            peak = cg.peak_mb() if cg else None
-            oom_kills = cg.oom_kills() if cg else 0
-            if cg and cg.pids:
-                watch.fork_failures = cg.fork_failures()
+            peak, oom_kills = _settle(watch, cg, scratch, run_dir)
         finally:
-            if cg:
-                cg.remove()
-            if uid is not None:
-                if not (cg and cg.pids):
-                    end = time.monotonic() + _GONE_S
-                    while _kill_uid(uid) and time.monotonic() < end:
-                        time.sleep(0.01)
-                self._uids.release(uid)
-            _rmtree(run_dir)
-        if peak is None:
-            reaper_kb = (watch.status.wait or {}).get("maxrss_kb", 0)
-            peak = max(watch.maxrss_kb, watch.polled_rss_kb, reaper_kb) / 1024 or None
+            _release(cg, uid, self._uids, run_dir)
         return _outcome(watch, oom_kills, peak, bwrap, tuple(sorted(layers)))
+
+    def _acquire_uid(self) -> int | None:
+        """A sandbox uid of our own, where the host lets us drop to one."""
+        h = self._host
+        return self._uids.acquire() if h.root and h.setpriv and (
+            self.isolation == "bwrap" or h.reachable) else None
+
+    def _cgroup(self, run_dir: Path, lim: Limits) -> _Cgroup | None:
+        if not (self._host.memory or self._host.pids):
+            return None
+        return _Cgroup(run_dir.name.replace("run-", "autopilot-", 1), self._host.memory,
+                       self._host.pids, lim.memory_mb << 20, _max_pids(lim, self.isolation))
+
+    @staticmethod
+    def _layers(lim: Limits, uid: int | None, cg: _Cgroup | None,
+                scratch_polled: bool) -> tuple[list[str], dict[str, int]]:
+        """The layers the rlimits, cgroups and uid add, and the rlimits the child sets."""
+        layers = ["process_group", "rlimits"] + (["scratch_polling"] if scratch_polled else [])
+        if cg:
+            layers += [n for n, c in (("memory_cgroup", cg.memory), ("pids_cgroup", cg.pids))
+                       if c]
+        rlimits = {"RLIMIT_FSIZE": lim.file_size_mb << 20, "RLIMIT_NOFILE": lim.open_files,
+                   "RLIMIT_CORE": 0}
+        if uid is not None:
+            rlimits["RLIMIT_NPROC"] = lim.processes + 2
+            layers += ["uid_drop", "rlimit_nproc"]
+        if not (cg and cg.memory):
+            rlimits["RLIMIT_DATA"] = lim.memory_mb << 20
+            layers += ["rlimit_data"] + (["rss_polling"] if os.path.isdir("/proc") else [])
+        return layers, rlimits
+
+    # --- warm starts: a child started ahead, imports done, waiting for its one job ----------
+
+    def _warm_key(self, module: str, lim: Limits) -> tuple | None:
+        """What a warm child must share with the job it serves (fixed when it starts): the
+        isolation, the network, the thread count, the tmpfs size and the job's bound files."""
+        if not any(module == w or module.startswith(w) for w in self.warm):
+            return None
+        return (self.isolation, lim.network, lim.threads, lim.scratch_mb,
+                tuple(_job_files(module)))
+
+    def _prewarm(self, key: tuple, lim: Limits, module: str) -> None:
+        """Start the next child for ``key`` now, so that its imports overlap the parent's work.
+        Best effort: where none can start (every uid taken), the next run starts cold."""
+        try:
+            while _WARM.count(key) < WARM_MAX:  # two: the next tier's has imported already
+                _WARM.put(self._start_warm(key, lim, module))
+        except (OSError, SandboxUnavailable, subprocess.SubprocessError):
+            pass
+
+    def _start_warm(self, key: tuple, lim: Limits, module: str) -> _WarmChild:
+        bwrap = self.isolation == "bwrap"
+        uid = self._acquire_uid()
+        run_dir = self._base / f"run-{os.getpid()}-{secrets.token_hex(4)}"
+        cg: _Cgroup | None = None
+        fds: list[int] = []
+        try:
+            work, _ = self._scratch(run_dir, uid, {}, {}, bwrap)
+            inbox = run_dir / "in"
+            inbox.mkdir(mode=0o755)
+            inner = Path("/tmp", run_dir.name, "work") if bwrap else work
+            inner_in = inner.with_name("in") if bwrap else inbox
+            cg = self._cgroup(run_dir, lim)
+            cmd, more_layers = self._command(inner, [], uid, lim, list(key[-1]),
+                                             inbox=(str(inbox), str(inner_in)))
+            if cg:
+                cmd = ["/bin/sh", "-c", _JOIN_CGROUPS, "sh", *cg.procs_files(), "--", *cmd]
+            status_r, status_w = os.pipe()
+            reply_r, reply_w = os.pipe()
+            go_r, go_w = os.pipe()
+            fds = [status_r, status_w, reply_r, reply_w, go_r, go_w]
+            os.set_blocking(reply_w, False)
+            spec_file = tempfile.TemporaryFile()
+            # what a harness job imports anyway: memory it would use all the same
+            preload = ",".join(dict.fromkeys(
+                [*(WARM_PRELOAD if module.startswith(WARM_MODULES) else ()), module]))
+            proc = subprocess.Popen(
+                [*cmd, str(status_w), str(spec_file.fileno()), str(reply_r), f"--go={go_r}",
+                 f"--preload={preload}"], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE, pass_fds=(status_w, spec_file.fileno(), reply_r, go_r),
+                cwd=work, env=self._env(inner, run_dir, lim, bwrap), start_new_session=True)
+            for fd in (status_w, reply_r, go_r):
+                os.close(fd)
+                fds.remove(fd)
+        except BaseException:
+            for fd in fds:
+                os.close(fd)
+            _release(cg, uid, self._uids, run_dir)
+            raise
+        return _WarmChild(key=key, proc=proc, run_dir=run_dir, uid=uid, uids=self._uids, cg=cg,
+                          inner=inner, inbox=inbox, inner_in=inner_in, spec_file=spec_file,
+                          status_r=status_r, reply_w=reply_w, go_w=go_w,
+                          layers=more_layers, born=time.monotonic())
+
+    def _run_warm(self, w: _WarmChild, job: str, payload: dict, files: dict[str, str | bytes],
+                  sources: dict[str, Path], lim: Limits,
+                  on_ask: Callable[[dict], dict] | None) -> Outcome:
+        """Hand this job to a warm child: its files into the inbox, its limits on its cgroup,
+        its spec, then the go byte; supervised from there exactly as a cold run."""
+        bwrap = self.isolation == "bwrap"
+        try:
+            _fill_inbox(w.inbox, files, sources)
+            if w.cg:
+                w.cg._set_limits(lim.memory_mb << 20, _max_pids(lim, self.isolation))
+            scratch = None if bwrap else (w.run_dir,
+                                          _disk_usage(w.run_dir) + (lim.scratch_mb << 20))
+            layers, rlimits = self._layers(lim, w.uid, w.cg, scratch is not None)
+            spec = json.loads(_spec_json(job, payload, w.inner, rlimits))
+            spec.update(inbox=str(w.inner_in), links=[*files, *sources],
+                        channel=on_ask is not None)
+            w.spec_file.write(json.dumps(spec).encode())
+            w.spec_file.flush()
+            w.spec_file.seek(0)
+            start = time.monotonic()
+            try:
+                os.write(w.go_w, b"g")
+            except BrokenPipeError as exc:
+                raise _WarmGone() from exc
+            half = lim.output_bytes // 2
+            watch = _Watch(_Capture(half), _Capture(lim.output_bytes - half),
+                           _StatusSink(on_ask, w.reply_w if on_ask else None))
+            try:
+                self._supervise(w.proc, w.status_r, watch, start, lim, w.cg, w.uid, scratch)
+            finally:
+                if w.proc.returncode is None:
+                    self._kill(w.proc, w.cg, w.uid)
+                    w.proc.wait()
+            peak, oom_kills = _settle(watch, w.cg, scratch, w.run_dir)
+        finally:
+            w.close()
+        outcome = _outcome(watch, oom_kills, peak, bwrap, tuple(sorted(layers + w.layers)))
+        return dataclasses.replace(outcome, warm=True)
 
     @staticmethod
     def _scratch(run_dir: Path, uid: int | None, files: dict[str, str | bytes],
@@ -1054,7 +1183,8 @@ class Sandbox:
         return work, binds
 
     def _command(self, inner: Path, binds: list[tuple[str, str]], uid: int | None, lim: Limits,
-                 job_files: list[str]) -> tuple[list[str], list[str]]:
+                 job_files: list[str], inbox: tuple[str, str] | None = None
+                 ) -> tuple[list[str], list[str]]:
         """The child's command line and the namespace layers it adds.
 
         ``inner`` is the work folder as the child sees it, ``binds`` the (host path, name) files
@@ -1093,6 +1223,8 @@ class Sandbox:
             args += ["--perms", "0777", "--dir", str(folder)]
         for src, name in binds:
             args += ["--ro-bind", src, str(inner / name)]
+        if inbox:  # a warm child's inbox: what the parent places there later shows through
+            args += ["--ro-bind", *inbox]
         # Nothing else is writable, also where the sandbox user owns what bwrap made (no root).
         args += ["--remount-ro", "/", "--remount-ro", "/dev", "--chdir", str(inner), "--"]
         return [*args, *drop, *python], layers
@@ -1245,6 +1377,169 @@ class Sandbox:
             os.killpg(proc.pid, signal.SIGKILL)
         if uid is not None and not (cg and cg.pids):
             _kill_uid(uid)
+
+
+# --- helpers shared by cold and warm runs -----------------------------------------------------
+
+def _max_pids(lim: Limits, isolation: str) -> int:
+    """The pids cgroup's bound: the job's processes, the reaper, and bwrap's own."""
+    return lim.processes + (3 if isolation == "bwrap" else 1)
+
+
+def _spec_json(job: str, payload: dict, inner: Path, rlimits: dict[str, int]) -> str:
+    spec = {"job": job, "payload": payload, "workdir": str(inner), "rlimits": rlimits,
+            "max_result_bytes": MAX_RESULT_BYTES, "python": sys.version}
+    try:
+        return json.dumps(spec)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"payload for {job} is not JSON-serialisable: {exc}") from exc
+
+
+def _settle(watch: _Watch, cg: _Cgroup | None, scratch: tuple[Path, int] | None,
+            run_dir: Path) -> tuple[float | None, int]:
+    """After the child ended: its last status, the disk check, and (peak MB, OOM kills)."""
+    watch.status.settle(watch.returncode if watch.killed_for is None else None)
+    if scratch and watch.killed_for is None and _disk_usage(run_dir) > scratch[1]:
+        watch.killed_for = "disk"  # written faster than polled, or after the result
+    peak = cg.peak_mb() if cg else None
+    oom_kills = cg.oom_kills() if cg else 0
+    if cg and cg.pids:
+        watch.fork_failures = cg.fork_failures()
+    if peak is None:
+        reaper_kb = (watch.status.wait or {}).get("maxrss_kb", 0)
+        peak = max(watch.maxrss_kb, watch.polled_rss_kb, reaper_kb) / 1024 or None
+    return peak, oom_kills
+
+
+def _release(cg: _Cgroup | None, uid: int | None, uids: _UidPool, run_dir: Path) -> None:
+    """Leave nothing of a run behind: its cgroup, any process of its uid, its folder."""
+    if cg:
+        cg.remove()
+    if uid is not None:
+        if not (cg and cg.pids):
+            end = time.monotonic() + _GONE_S
+            while _kill_uid(uid) and time.monotonic() < end:
+                time.sleep(0.01)
+        uids.release(uid)
+    _rmtree(run_dir)
+
+
+def _fill_inbox(inbox: Path, files: dict[str, str | bytes], sources: dict[str, Path]) -> None:
+    """A warm child's files and inputs, copied read-only into its inbox (never linked: a hard
+    link would share the parent's file, and its permissions, with the child)."""
+    for name, content in files.items():
+        path = inbox / name
+        path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+        if isinstance(content, str):
+            path.write_text(content, encoding="utf-8")
+        else:
+            path.write_bytes(content)
+        os.chmod(path, 0o444)
+    for name, src in sources.items():
+        target = inbox / name
+        target.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+        if src.is_dir():
+            shutil.copytree(src, target)
+            for folder, _, names in os.walk(target):
+                os.chmod(folder, 0o555)
+                for n in names:
+                    os.chmod(os.path.join(folder, n), 0o444)
+        else:
+            shutil.copyfile(src, target)
+            os.chmod(target, 0o444)
+    for folder, _, _ in os.walk(inbox):
+        os.chmod(folder, 0o555 if folder != str(inbox) else 0o755)
+
+
+class _WarmGone(Exception):
+    """The warm child died while it waited; the job runs cold."""
+
+
+@dataclass
+class _WarmChild:
+    """A sandboxed child started ahead of its job: imports done, blocked on its go pipe."""
+
+    key: tuple
+    proc: subprocess.Popen
+    run_dir: Path
+    uid: int | None
+    uids: _UidPool
+    cg: _Cgroup | None
+    inner: Path
+    inbox: Path
+    inner_in: Path
+    spec_file: Any
+    status_r: int
+    reply_w: int
+    go_w: int
+    layers: list[str]
+    born: float
+    closed: bool = False
+
+    def usable(self) -> bool:
+        return self.proc.poll() is None and time.monotonic() - self.born < WARM_TTL_S
+
+    def close(self) -> None:
+        """Kill it if it still runs and free its uid, cgroup, folder and pipes."""
+        if self.closed:
+            return
+        self.closed = True
+        if self.proc.returncode is None:
+            if self.cg:
+                self.cg.kill()
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+        for stream in (self.proc.stdout, self.proc.stderr):
+            if stream:
+                stream.close()
+        for fd in (self.status_r, self.reply_w, self.go_w):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self.spec_file.close()
+        _release(self.cg, self.uid, self.uids, self.run_dir)
+
+
+class _WarmPool:
+    """The warm children of this process, at most ``WARM_MAX``, oldest given up first."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._children: list[_WarmChild] = []
+
+    def take(self, key: tuple) -> _WarmChild | None:
+        with self._lock:
+            found = next((w for w in self._children if w.key == key), None)
+            stale = [w for w in self._children if w is not found and not w.usable()]
+            if found is not None and not found.usable():
+                stale.append(found)
+                found = None
+            self._children = [w for w in self._children if w is not found and w not in stale]
+        for w in stale:
+            w.close()
+        return found
+
+    def count(self, key: tuple) -> int:
+        with self._lock:
+            return sum(w.key == key for w in self._children)
+
+    def put(self, child: _WarmChild) -> None:
+        with self._lock:
+            self._children.append(child)
+            extra = self._children[:-WARM_MAX] if len(self._children) > WARM_MAX else []
+            self._children = self._children[len(extra):]
+        for w in extra:
+            w.close()
+
+    def close(self) -> None:
+        with self._lock:
+            children, self._children = self._children, []
+        for w in children:
+            w.close()
+
+
+_WARM = _WarmPool()
+atexit.register(_WARM.close)
 
 
 def _parent_dirs(path: str, tmpfs: list[str], made: set[str]) -> list[str]:

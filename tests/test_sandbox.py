@@ -39,9 +39,12 @@ def needs(*layers: str):
     return pytest.mark.skipif(bool(off), reason="; ".join(off))
 
 
-@pytest.fixture(scope="module")
-def sandbox() -> Sandbox:
-    return Sandbox(SMALL)
+@pytest.fixture(scope="module", params=["cold", "warm"])
+def sandbox(request) -> Iterator[Sandbox]:
+    """Every test of the fixture twice: each run in a child of its own started for it, and
+    each run served by a warm child started ahead (imports done, waiting for its job)."""
+    yield Sandbox(SMALL, warm=(JOBS,) if request.param == "warm" else ())
+    sandbox_module._WARM.close()
 
 
 def run_candidate(sandbox: Sandbox, source: str, limits: Limits | None = None,
@@ -68,10 +71,19 @@ def outside() -> Iterator[Path]:
     pytest.skip("no writable folder outside /tmp")
 
 
+def our_run_folders(sandbox: Sandbox) -> list[Path]:
+    """Scratch folders of runs of this process, other than the warm children's."""
+    waiting = {w.run_dir for w in sandbox_module._WARM._children}
+    return [p for p in sandbox._base.glob(f"run-{os.getpid()}-*") if p not in waiting]
+
+
 def our_sandbox_processes() -> list[int]:
-    """Live processes of a sandbox uid started by this process (others may run sandboxes too)."""
+    """Live processes of a sandbox uid started by this process (others may run sandboxes too),
+    other than the warm children waiting for their job."""
+    waiting = {w.uid for w in sandbox_module._WARM._children}
     return [p.pid for p in _processes()
-            if p.uid in UID_RANGE and not p.zombie and run_owner(p.pid) == os.getpid()]
+            if p.uid in UID_RANGE and p.uid not in waiting and not p.zombie
+            and run_owner(p.pid) == os.getpid()]
 
 
 def test_available_layers_names_every_layer() -> None:
@@ -378,7 +390,7 @@ def test_scratch_quota_stops_a_disk_filler(isolation: str) -> None:
     assert out.limit == "disk" and out.status in ("error", "crashed"), out.describe()
     assert out.result is None and "scratch disk quota" in out.describe()
     assert ("scratch_quota" if quota.isolation == "bwrap" else "scratch_polling") in out.layers
-    assert list(quota._base.glob(f"run-{os.getpid()}-*")) == []
+    assert our_run_folders(quota) == []
 
 
 FORGE = f"""
@@ -517,6 +529,7 @@ def test_without_cgroups_rlimits_and_polling_still_stop_bombs() -> None:
 
 def test_runs_leave_no_cgroups_or_scratch_folders(sandbox: Sandbox) -> None:
     sandbox.run(f"{JOBS}:echo", {"value": 0})
+    sandbox_module._WARM.close()  # warm children hold theirs until used or given up
     base = sandbox._base
     assert list(base.glob(f"run-{os.getpid()}-*")) == []
     for ctl in (sandbox._host.memory, sandbox._host.pids):
@@ -533,3 +546,49 @@ def test_bad_arguments_are_refused(sandbox: Sandbox) -> None:
         sandbox.run(f"{JOBS}:echo", {"value": object()})
     with pytest.raises(ValueError, match="isolation"):
         Sandbox(isolation="docker")
+
+
+def test_a_warm_child_serves_one_job_with_that_job_s_limits(tmp_path: Path) -> None:
+    """Warm starts change when imports happen, nothing else: each job still gets a fresh
+    process and folder, its own limits (set when it is handed over) and read-only inputs."""
+    sandbox_module._WARM.close()  # none left from earlier tests: the first run starts cold
+    warm = Sandbox(SMALL, warm=(JOBS,))
+    try:
+        first = run_candidate(warm, "import sys\ndef main():\n    sys.modules['os'].MARK = 1\n"
+                                    "    open('left.txt', 'w').write('x')\n    return 1\n")
+        assert first.status == "ok" and not first.warm, first.describe()
+        probe = ("import os\ndef main():\n    return {'mark': hasattr(os, 'MARK'), "
+                 "'left': os.path.exists('left.txt')}\n")
+        second = run_candidate(warm, probe)
+        assert second.warm and second.result == {"mark": False, "left": False}, second.describe()
+        assert second.layers == first.layers
+        big = Limits(wall_s=5, memory_mb=1024, processes=32, output_bytes=20_000)
+        assert run_candidate(warm, probe, big).warm  # the cgroup's limit goes up ...
+        bomb = run_candidate(warm, MEMORY_BOMB)  # ... and down again for the next job
+        assert bomb.warm and (bomb.status, bomb.limit) == ("oom", "memory"), bomb.describe()
+        loop = run_candidate(warm, "def main():\n    while True:\n        pass\n",
+                             dataclasses.replace(SMALL, wall_s=1.5))
+        assert loop.warm and (loop.status, loop.limit) == ("timeout", "wall")
+        source = tmp_path / "input.txt"
+        source.write_text("dataset")
+        out = warm.run(f"{JOBS}:run_module", {"module": "candidate"},
+                       files={"candidate.py": READ_INPUT}, inputs={"data/input.txt": source})
+        assert out.warm and out.status == "ok", out.describe()
+        assert out.result["text"] == "dataset" and out.result["wrote"] is False
+    finally:
+        sandbox_module._WARM.close()
+    assert our_sandbox_processes() == []
+    assert list(warm._base.glob(f"run-{os.getpid()}-*")) == []
+
+
+def test_a_warm_child_that_died_waiting_is_replaced_by_a_cold_run() -> None:
+    warm = Sandbox(SMALL, warm=(JOBS,))
+    try:
+        warm.run(f"{JOBS}:echo", {"value": 0})
+        for child in sandbox_module._WARM._children:
+            os.killpg(child.proc.pid, 9)
+            child.proc.wait()
+        out = warm.run(f"{JOBS}:echo", {"value": 7})
+        assert out.status == "ok" and out.result == 7 and not out.warm, out.describe()
+    finally:
+        sandbox_module._WARM.close()

@@ -118,7 +118,27 @@ def _settings_hints(check: str, settings: dict, expect: dict, c: Candidate) -> l
         elif abs(_num(have) - rate) > 1e-9:
             hints.append(Hint(HintKind.IO_MISMATCH, check, "Dropout rate", have, rate,
                               f"use nn.Dropout({rate:g}) for {attr}", where=f"{c.main}:{attr}"))
-    return hints
+    return hints + _order_hints(check, settings.get("order", []), expect.get("order", []), c)
+
+
+def _order_hints(check: str, have: list, want: list, c: Candidate) -> list[Hint]:
+    """Dropout on the other side of a normalization than in Keras: invisible in inference
+    and in parity's K steps (dropout off), it changes what the normalization sees in
+    training. Compared when both call the same number of each; the first swap is named."""
+    kinds = [k for _, k in have]
+    if not want or sorted(kinds) != sorted(k for _, k in want):
+        return []
+    for i, ((name, kind), (attr, expected)) in enumerate(zip(have, want)):
+        if kind == expected:
+            continue
+        keras = " -> ".join(a for a, _ in want[max(0, i - 1):i + 2])
+        ours = " -> ".join(n for n, _ in have[max(0, i - 1):i + 2])
+        drop = attr if expected == "dropout" else name
+        return [Hint(HintKind.IO_MISMATCH, check, "dropout order", ours, keras,
+                     f"call {drop} where Keras applies its dropout ({keras}): on the other "
+                     "side of a normalization it changes the statistics that layer learns in "
+                     "training", where=f"{c.main}:{drop}")]
+    return []
 
 
 def _forward_hints(check: str, res: dict, c: Candidate) -> list[Hint]:

@@ -105,9 +105,15 @@ def _layer_match(out: np.ndarray, ref: np.ndarray, activation: str | None) -> di
 
 def _settings(m: Measurements) -> dict[str, Any]:
     bn, drop = m.sub("batchnorm"), m.sub("dropout")
+    order = m.data.get("order", [])
+    if not (isinstance(order, list) and all(
+            isinstance(o, list) and len(o) == 2 and isinstance(o[0], str)
+            and o[1] in ("dropout", "normalization") for o in order)):
+        raise Malformed("result.settings.order: expected [name, kind] pairs")
     return {"batchnorm": {k: {"eps": bn.sub(k).number("eps"),
                               "momentum": bn.sub(k).number("momentum")} for k in bn.keys()},
-            "dropout": {k: drop.number(k) for k in drop.keys()}}
+            "dropout": {k: drop.number(k) for k in drop.keys()},
+            "order": [tuple(o) for o in order]}
 
 
 def _penalty(recipe: Recipe, initial: Measurements) -> float:

@@ -27,11 +27,13 @@ from autopilot_lab.harness.training import (
 )
 from autopilot_lab.harness.wire import pack
 
+_DROPOUTS = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout)
+_NORMS = (nn.modules.batchnorm._BatchNorm, nn.LayerNorm, nn.GroupNorm)
+
 
 def _dropout_off(model: nn.Module) -> None:
     for m in model.modules():
-        if isinstance(m, (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d,
-                          nn.AlphaDropout)):
+        if isinstance(m, _DROPOUTS):
             m.p = 0.0
 
 
@@ -41,8 +43,7 @@ def _settings(model: nn.Module) -> dict[str, Any]:
         if isinstance(m, nn.modules.batchnorm._BatchNorm):
             bn[name] = {"eps": r(m.eps), "momentum": r(m.momentum if m.momentum is not None
                                                        else float("nan"))}
-        elif isinstance(m, (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d,
-                            nn.AlphaDropout)):
+        elif isinstance(m, _DROPOUTS):
             drop[name] = r(m.p)
     return {"batchnorm": bn, "dropout": drop}
 
@@ -76,11 +77,17 @@ def parity(payload: dict[str, Any], workdir: Path) -> dict[str, Any]:
 
     hooks = [modules[a].register_forward_hook(capture(a)) for a in payload["layers"]
              if a in modules]
+    order: list[str] = []  # the order the forward pass calls normalization and dropout in
+    hooks += [m.register_forward_pre_hook(lambda _m, _i, name=name: order.append(name))
+              for name, m in modules.items() if isinstance(m, (*_NORMS, *_DROPOUTS))]
     model.eval()
     with torch.no_grad():
         out = model(*xs)
     for h in hooks:
         h.remove()
+    result["settings"]["order"] = [
+        [name, "dropout" if isinstance(modules[name], _DROPOUTS) else "normalization"]
+        for name in order]
     outs = list(out) if isinstance(out, (tuple, list)) else [out]
     result["outputs"] = [pack(o) for o in outs]
     result["layers"] = {a: pack(t[:layer_rows]) for a, t in captured.items()

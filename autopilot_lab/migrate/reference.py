@@ -22,6 +22,9 @@ from autopilot_lab.migrate.translator import Translation, translate
 
 DYNAMICS_STEPS = 20
 BATCH = 32
+# Layers whose place relative to each other changes training (dropout before or after a
+# normalization changes the statistics it sees): parity compares the order they are called in.
+NORMALIZATION_CLASSES = ("BatchNormalization", "LayerNormalization", "GroupNormalization")
 DROPOUT_CLASSES = ("Dropout", "SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D",
                    "GaussianDropout", "GaussianNoise", "AlphaDropout")
 
@@ -236,7 +239,7 @@ class KerasReference:
 
     def expectations(self) -> dict[str, Any]:
         """Settings the candidate must carry, for naming the cause of a mismatch."""
-        bn, dropout = {}, {}
+        bn, dropout, order = {}, {}, []
         for layer in _all_layers(self.model):
             attr = self.translation.layer_map.get(layer.name)
             cls = type(layer).__name__
@@ -247,8 +250,10 @@ class KerasReference:
                     layer.momentum), 6)}
             elif cls in DROPOUT_CLASSES and hasattr(layer, "rate"):
                 dropout[attr] = float(layer.rate)
+            if cls in NORMALIZATION_CLASSES or attr in dropout:
+                order.append([attr, "dropout" if attr in dropout else "normalization"])
         r = self.recipe
-        return {"batchnorm": bn, "dropout": dropout,
+        return {"batchnorm": bn, "dropout": dropout, "order": order,
                 "recipe": {"optimizer": r.optimizer, "lr": r.lr, "eps": r.eps,
                            "betas": list(r.betas), "momentum": r.momentum, "rho": r.rho,
                            "nesterov": r.nesterov, "centered": r.centered,

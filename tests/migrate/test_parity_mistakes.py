@@ -193,3 +193,16 @@ def test_each_training_setting_that_differs_from_keras_is_named(tabular, setting
     assert card.failed_gate == "parity", [h.to_text() for h in hints]
     assert [h.where for h in hints] == [f"recipe.{setting}"], [h.to_text() for h in hints]
     assert hints[0].kind is HintKind.IO_MISMATCH
+
+
+def test_dropout_on_the_other_side_of_a_normalization_is_named(tabular):
+    """Invisible in inference and in the K steps (dropout off): the call order is compared."""
+    objective, ctx = tabular
+    swapped = _with_source(objective.initial_candidate(),
+                           "        x = self.bn(x)\n        x = self.drop(x)\n",
+                           "        x = self.drop(x)\n        x = self.bn(x)\n")
+    card, hints = _score(objective, ctx, swapped)
+    assert card.failed_gate == "parity"
+    (hint,) = [h for h in hints if h.metric == "dropout order"]
+    assert hint.kind is HintKind.IO_MISMATCH and hint.where == "model.py:drop"
+    assert hint.observed == "drop -> bn" and hint.expected == "bn -> drop"
