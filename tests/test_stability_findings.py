@@ -62,3 +62,23 @@ def test_integer_columns_are_found_with_their_valid_range():
 
     X = np.array([[0, 1.5, 3], [9, 2.5, 7], [4, -1.0, 5]], dtype=np.float32)
     assert integer_columns(X) == {"idx": [0, 2], "low": [0.0, 3.0], "high": [9.0, 7.0]}
+
+
+@pytest.mark.parametrize("device,moved,flagged", [
+    ("cpu", 1e-8, True),    # the CPU is deterministic here: any difference is the candidate's
+    ("cuda", 1e-8, False),  # a GPU kernel's reordered sum is not a finding ...
+    ("cuda", 1e-5, True),   # ... noise a candidate adds at inference is
+])
+def test_repeat_tolerance_depends_on_the_device(device, moved, flagged):
+    import numpy as np
+
+    from autopilot_lab.checks.measured import Measurements
+    from autopilot_lab.checks.stability import measured_stability
+    from autopilot_lab.harness.wire import pack
+
+    out = np.linspace(-1, 1, 32, dtype=np.float32).reshape(16, 2)
+    result = {"out32": pack(out), "again": pack(out + np.float32(moved)),
+              "single": pack(out), "half_ops": [], "f64_error": None,
+              "extremes": {k: pack(out) for k in ("x1e3", "x-1e3", "zeros")}}
+    res = measured_stability(Measurements(result), device)
+    assert (res["nondeterministic"] is not None) is flagged, res
