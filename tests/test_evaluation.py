@@ -13,7 +13,7 @@ from autopilot_lab.agents.base import Agent
 from autopilot_lab.candidate import Recipe
 from autopilot_lab.store import Store
 from tests.llm_server import ScriptedLLMServer, answer
-from tests.test_llm_agent import IMPLEMENTED, KEY, LLM_ENV, MODEL, scaled_tanh_model
+from tests.test_llm_agent import IMPLEMENTED, KEY, point_at, scaled_tanh_model
 
 RECIPE = Recipe(lr=0.01, epochs=3)
 
@@ -113,11 +113,7 @@ def test_no_test_figure_reaches_a_hint_a_keep_or_a_prompt(tmp_path):
     reply = {"files": {"model.py": IMPLEMENTED}, "summary": "ScaledTanh as alpha * tanh(x)"}
     with ScriptedLLMServer([answer(json.dumps(reply))] * 3, api_key=KEY) as server, \
             pytest.MonkeyPatch.context() as mp:
-        for var in LLM_ENV:
-            mp.delenv(var, raising=False)
-        mp.setenv("OPENAI_BASE_URL", server.url)
-        mp.setenv("OPENAI_API_KEY", KEY)
-        mp.setenv("AUTOPILOT_LLM_MODEL", MODEL)
+        point_at(mp, server)
         store = Store(tmp_path / "home")
         try:
             result = api.migrate(scaled_tanh_model(), "sklearn:iris", fit={"epochs": 2},

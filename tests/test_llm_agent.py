@@ -50,6 +50,16 @@ EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "tabular_mlp.py"
 LLM_ENV = ("OPENAI_API_KEY", "OPENAI_BASE_URL", "AUTOPILOT_LLM_MODEL", "AUTOPILOT_LLM_CONFIG")
 
 
+def point_at(mp: pytest.MonkeyPatch, server: ScriptedLLMServer, clear: bool = True) -> None:
+    """Configure the LLM agent through the environment for ``server`` (and nothing else)."""
+    if clear:
+        for var in LLM_ENV:
+            mp.delenv(var, raising=False)
+    mp.setenv("OPENAI_BASE_URL", server.url)
+    mp.setenv("OPENAI_API_KEY", KEY)
+    mp.setenv("AUTOPILOT_LLM_MODEL", MODEL)
+
+
 def good_source() -> str:
     return EXAMPLE.read_text()
 
@@ -345,9 +355,7 @@ def test_doctor_says_whether_the_endpoint_answers_and_which_model_it_serves(monk
     assert "no LLM endpoint configured" in doctor.render(
         {**doctor.diagnose(), "llm": doctor._llm_endpoint()})
     with ScriptedLLMServer([], api_key=KEY) as server:
-        monkeypatch.setenv("OPENAI_BASE_URL", server.url)
-        monkeypatch.setenv("OPENAI_API_KEY", KEY)
-        monkeypatch.setenv("AUTOPILOT_LLM_MODEL", MODEL)
+        point_at(monkeypatch, server, clear=False)
         probe = probe_endpoint()
         url = server.url
     assert probe["ok"] and probe["models"] == [MODEL] and probe["model_served"]
@@ -489,11 +497,7 @@ def run_c(tmp_path_factory):
     ]
     with ScriptedLLMServer(steps, structured=False, api_key=KEY) as server, \
             pytest.MonkeyPatch.context() as mp:
-        for var in LLM_ENV:
-            mp.delenv(var, raising=False)
-        mp.setenv("OPENAI_BASE_URL", server.url)
-        mp.setenv("OPENAI_API_KEY", KEY)
-        mp.setenv("AUTOPILOT_LLM_MODEL", MODEL)
+        point_at(mp, server)
         mp.setenv("AUTOPILOT_LLM_CONFIG", str(_config_file(
             tmp / "llm.toml", timeout_s=1.5, backoff_s=0.05, max_retries=3)))
         store = Store(tmp / "home")
@@ -668,9 +672,7 @@ def test_auto_migrate_has_the_llm_implement_an_unsupported_custom_layer_until_pa
     model = scaled_tanh_model()
     reply = {"files": {"model.py": IMPLEMENTED}, "summary": "ScaledTanh as alpha * tanh(x)"}
     with ScriptedLLMServer([answer(json.dumps(reply))], api_key=KEY) as server:
-        monkeypatch.setenv("OPENAI_BASE_URL", server.url)
-        monkeypatch.setenv("OPENAI_API_KEY", KEY)
-        monkeypatch.setenv("AUTOPILOT_LLM_MODEL", MODEL)
+        point_at(monkeypatch, server, clear=False)
         store = Store(tmp_path / "home")
         try:
             result = api.migrate(model, agent="auto", max_iters=3, store=store)
