@@ -25,9 +25,9 @@ def home(tmp_path, monkeypatch) -> Path:
 
 @pytest.fixture
 def shared_datasets() -> Path:
-    if not (SHARED_DATASETS / "manifest.csv").exists():
-        pytest.skip("../shared/datasets is not beside this checkout")
+    """The development datasets folder; tests that take it carry the ``shared`` marker."""
     return SHARED_DATASETS
+
 
 
 @pytest.fixture
@@ -36,13 +36,19 @@ def mlp_source() -> str:
 
 
 def pytest_collection_modifyitems(config, items):
-    """`gpu` tests need CUDA: skipped with the reason where there is none."""
+    """Skipped with the reason, never silently: `gpu` tests where there is no CUDA device;
+    `shared` tests (about ../shared/datasets itself) where a clone has none beside it."""
     try:
         import torch
 
         has_cuda = torch.cuda.is_available()
     except ImportError:  # pragma: no cover
         has_cuda = False
+    has_shared = (SHARED_DATASETS / "manifest.csv").is_file()
     for item in items:
         if "gpu" in item.keywords and not has_cuda:
-            item.add_marker(pytest.mark.skip(reason="needs a CUDA device"))
+            item.add_marker(pytest.mark.skip(reason="marker gpu: needs a CUDA device"))
+        if item.get_closest_marker("shared") and not has_shared:
+            item.add_marker(pytest.mark.skip(
+                reason="marker shared: ../shared/datasets is not beside this checkout (a "
+                       "user's clone has the bundled datasets only)"))

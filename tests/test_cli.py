@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+from autopilot_lab.data import PACKAGE_DATASETS
 from autopilot_lab.store import Store
 
 AUTOPILOT = str(Path(sys.executable).parent / "autopilot")
@@ -24,10 +25,9 @@ def _autopilot(*args: str, home: Path, **kw) -> subprocess.CompletedProcess:
                           text=True, timeout=900, **kw)
 
 
-def test_diverging_recipe_gets_nan_loss_then_a_repair_then_passes_every_gate(
-        home, shared_datasets):
+def test_diverging_recipe_gets_nan_loss_then_a_repair_then_passes_every_gate(home):
     proc = _autopilot("improve", "examples/tabular_mlp.py:TabularMLP",
-                      "--data", "local:529_pollen", "--datasets-dir", str(shared_datasets),
+                      "--data", "local:529_pollen", "--datasets-dir", str(PACKAGE_DATASETS),
                       "--optimizer", "sgd", "--lr", "10", "--epochs", "40",
                       "--target", "baseline-0.1",
                       "--max-iters", "5", "--quiet", home=home)

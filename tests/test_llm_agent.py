@@ -9,7 +9,6 @@ import io
 import json
 import logging
 import re
-import time
 from functools import cache
 from pathlib import Path
 
@@ -332,10 +331,9 @@ def test_refusals_end_at_once_and_long_retry_after_is_not_waited_for():
         assert KEY not in str(info.value) and len(server.chats) == 1
     with ScriptedLLMServer([error(429, "slow down", retry_after="3600")]) as server:
         cfg = LLMConfig(base_url=server.url, model=MODEL, max_wait_s=5)
-        start = time.monotonic()
         with pytest.raises(EndpointDown, match="asks to wait 3600 s"):
             LLMClient(cfg).complete([{"role": "user", "content": "hi"}], iteration=2)
-        assert time.monotonic() - start < 5
+        assert len(server.chats) == 1  # refused at once: no retry after any wait
 
 
 def test_a_stream_that_breaks_off_is_retried_and_usage_comes_from_the_stream():

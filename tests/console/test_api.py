@@ -76,6 +76,19 @@ def test_every_endpoint_needs_the_token(env):
             assert status == 403, (method, path, token, status, body)
 
 
+def test_a_forged_xsrf_pair_without_the_token_is_refused_by_authentication(env):
+    """A request that brings its own matching ``_xsrf`` cookie and header passes Jupyter's
+    XSRF check: what refuses it must be the handler's authentication, on every POST."""
+    server, seeded = env
+    forged = {"Cookie": "_xsrf=6f776e", "X-XSRFToken": "6f776e"}
+    run = f"/runs/{seeded.finished}"
+    for path in (f"{run}/decisions", f"{run}/stop", f"{run}/resume"):
+        status, _, body = server.call("POST", API + path, {}, token=None, headers=forged)
+        message = json.dumps(body) if not isinstance(body, bytes) else body.decode(
+            errors="replace")
+        assert status == 403 and "xsrf" not in message.lower(), (path, status, message)
+
+
 def test_runs_list_filters_and_pages(env):
     server, seeded = env
     page = ok(server, "/runs")

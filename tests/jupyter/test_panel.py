@@ -4,8 +4,6 @@ kernel restart leaves a run that ``%autopilot resume`` continues."""
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from . import DEAD_UNITS_CELL, DEAD_UNITS_RECIPE, Kernel
@@ -36,14 +34,11 @@ def _button(k: Kernel, panel: str, description: str, **match) -> str:
 
 def test_kernel_stays_free_while_panel_decisions_steer_the_run(kernel):
     k = kernel
-    started = time.monotonic()
     (panel,) = k.check(MAGIC + "--max-iters 4 --interactive\n" + DEAD_UNITS_CELL).views
-    assert time.monotonic() - started < 30, "the cell must return at once, not after the run"
     run_id = k.check("run = _\nprint(run.run_id)").text.strip()
-    asked = time.monotonic()
+    # the cell returned while the run goes on, and the kernel answers meanwhile
     assert k.check("print(6 * 7, run.done, run.status)").text.split() == ["42", "False",
                                                                          "running"]
-    assert time.monotonic() - asked < 10, "the kernel must answer while the loop runs"
 
     k.wait_for(lambda: "after iteration 1" in k.texts(panel), 180, "the pause after iteration 1")
     text = k.texts(panel)
