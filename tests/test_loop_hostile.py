@@ -6,6 +6,8 @@ from __future__ import annotations
 import os
 import socket
 
+import pytest
+
 from autopilot_lab import api
 from autopilot_lab.agents.base import Agent
 from autopilot_lab.candidate import Recipe
@@ -83,4 +85,19 @@ def test_hostile_candidates_become_hints_and_the_loop_goes_on(home, tmp_path, ml
     # the honest model wins and the run ended normally; we are alive to check it
     assert result.best.candidate.notes["summary"] == "the honest model"
     assert result.best.scorecard.all_gates_passed
-    assert result.status == "finished"
+    # no target: the honest model meets it, on the last iteration the budget allows
+    assert (result.status, result.reason) == ("finished", "targets met")
+
+
+@pytest.mark.parametrize("target,budget,ran,reason", [
+    ("balanced_accuracy>=1.0", 2, 2, "iteration budget of 2 spent"),  # unreachable
+    ("balanced_accuracy>=0.2", 3, 1, "targets met"),  # met at once: the budget is left
+])
+def test_the_run_tells_budget_spent_from_targets_met(home, mlp_source, monkeypatch, target,
+                                                     budget, ran, reason):
+    objective = ImproveObjective(mlp_source, "sklearn:iris", target=target, recipe=GOOD)
+    monkeypatch.setattr(api, "make_agent", lambda name, **_: ScriptedAgent(
+        [(f"honest {i}", mlp_source) for i in range(budget + 1)]))
+    result = api.run(objective, agent="scripted", max_iters=budget)
+    assert (result.status, result.reason, len(result.history)) == ("finished", reason, ran)
+    assert result.targets_met is (reason == "targets met")
