@@ -277,13 +277,23 @@ class RunPanel:
                 + ("none, every check is satisfied" if not hints else
                    "a rejected hint is sent to no agent again and its repair is not applied"))
         decisions = self._decisions()
+        open_hints = [h for h in hints if decisions.get(h.key) != "reject"]
+        if not self.ended and hints and len(open_hints) <= 1:
+            self.hints_caption.value += "<br><span style='color:#b45309'>&#9888; " + (
+                "one hint left: rejecting it leaves the agent nothing to act on, and the run "
+                "ends with budget left" if open_hints else
+                "every hint is rejected: the agent has nothing to act on, and the run ends "
+                "with budget left unless you add a hint below") + "</span>"
         cells: list[widgets.Widget] = [widgets.HTML(f"<b>{c}</b>") for c in HINT_COLUMNS]
         for hint in hints:
             cells += [widgets.HTML(f"<b>{hint.kind.name}</b>"),
                       widgets.HTML(hint.priority.name),
-                      widgets.HTML(_esc(hint.check)),
-                      widgets.HTML(_cell(hint.observed)), widgets.HTML(_cell(hint.expected)),
-                      widgets.HTML(_esc(hint.suggestion)),
+                      # the check and what it measured (a METRIC_GAP's metric and split)
+                      widgets.HTML(_wrap(f"{_esc(hint.check)}<br><small>"
+                                         f"{_esc(hint.metric)}</small>")),
+                      widgets.HTML(_wrap(_cell(hint.observed))),
+                      widgets.HTML(_wrap(_cell(hint.expected))),
+                      widgets.HTML(_wrap(_esc(hint.suggestion))),
                       widgets.HTML(_esc(decisions.get(hint.key) or "-")) if self.ended
                       else self._decision_cell(n, hint, decisions.get(hint.key))]
         _replace_children(self.hints_table, cells)
@@ -306,6 +316,7 @@ class RunPanel:
                 show(decision)
                 self.message.value = f"{decision}ed {html.escape(hint.kind.name)} " \
                                      f"({_esc(hint.key)})"
+                self._render_hints()  # the caption says what is left for the agent
             return self._guard(click)
 
         accept.on_click(decide("accept"))
@@ -399,6 +410,12 @@ def _badge(name: str, state: str) -> str:
 def _esc(value: Any, limit: int | None = DEFAULT_LIMIT) -> str:
     """``value`` as HTML text: control characters and bidi overrides gone, then escaped."""
     return html.escape(clean(value, limit))
+
+
+def _wrap(body: str) -> str:
+    """A table cell's HTML that breaks long words (paths, numbers) instead of running into the
+    next column at a narrow width."""
+    return f"<div style='overflow-wrap:anywhere;word-break:break-word'>{body}</div>"
 
 
 def _cell(value: Any) -> str:

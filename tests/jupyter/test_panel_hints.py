@@ -1,0 +1,75 @@
+"""The panel's hint table in process (real ipywidgets, no kernel): what a row shows, and what
+the caption says before the user rejects the agent's last hint."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from autopilot_lab.events import Event
+from autopilot_lab.hints import Hint, HintKind
+from autopilot_lab.jupyter.panel import RunPanel
+
+
+class Controls:
+    """The run side of the panel's buttons, recording what the user decided (a test double of
+    our own NotebookRun, not of any library)."""
+
+    objective, interactive, error, done, status = "improve", True, None, False, "running"
+
+    def __init__(self) -> None:
+        self.decided: dict[str, str] = {}
+
+    def decide(self, iteration: int, hint_key: str, decision: str) -> None:
+        self.decided[hint_key] = decision
+
+    def decisions(self) -> dict[str, str]:
+        return dict(self.decided)
+
+    def note(self, iteration: int, text: str) -> None: ...
+    def proceed(self) -> None: ...
+    def stop(self) -> None: ...
+    def outcome(self) -> Any: ...
+    def insert_best(self) -> str:
+        return ""
+
+
+GAP = Hint(HintKind.METRIC_GAP, "metric", "valid roc_auc", 0.81234, "roc_auc >= 0.95",
+           "short by 0.1377: train longer", where="recipe")
+
+
+def _panel(hints: list[Hint]) -> tuple[RunPanel, Controls]:
+    controls = Controls()
+    panel = RunPanel(controls)
+    card = {"verdicts": [{"check": "metric", "passed": True, "score": 0.8,
+                          "hints": [h.to_dict() for h in hints]}], "skipped": []}
+    panel.on_event(Event("iteration_finished", "r-1", {"iteration": 1, "scorecard": card,
+                                                       "score": 4.8}))
+    return panel, controls
+
+
+def _row_texts(panel: RunPanel) -> list[str]:
+    return [getattr(c, "value", "") for c in panel.hints_table.children]
+
+
+def test_a_metric_gap_row_names_its_metric_and_threshold():
+    panel, _ = _panel([GAP])
+    texts = " | ".join(_row_texts(panel))
+    assert "valid roc_auc" in texts and "roc_auc &gt;= 0.95" in texts and "0.81234" in texts
+    assert "overflow-wrap:anywhere" in texts  # long values break instead of overlapping
+
+
+def test_rejecting_the_last_hint_is_announced_before_and_after_the_click():
+    panel, controls = _panel([GAP])
+    assert "one hint left: rejecting it leaves the agent nothing" in panel.hints_caption.value
+    (reject,) = [w for row in panel.hints_table.children if hasattr(row, "children")
+                 for w in row.children if getattr(w, "description", "") == "Reject"]
+    reject.click()
+    assert controls.decided == {GAP.key: "reject"}
+    assert "every hint is rejected" in panel.hints_caption.value
+
+
+def test_two_open_hints_need_no_warning():
+    other = Hint(HintKind.OVERFITTING, "metric", "train - valid roc_auc", 0.2, "<= 0.05",
+                 "add dropout", where="model.py")
+    panel, _ = _panel([GAP, other])
+    assert "one hint left" not in panel.hints_caption.value
