@@ -322,7 +322,10 @@ def routes(base_url: str, console: Console) -> list[tuple[str, type, dict[str, A
 def run_view(console: Console, run: dict[str, Any]) -> dict[str, Any]:
     """One row of the runs list."""
     spec = run["spec"]
-    model = spec.get("entry") or (Path(spec["keras"]).name if spec.get("keras") else None)
+    # the model's own name (a migration's Keras model, saved under a generated file name),
+    # else its class, else the file it came from
+    model = spec.get("model_name") or spec.get("entry") or (
+        Path(spec["keras"]).name if spec.get("keras") else None)
     keys = ("id", "objective", "status", "agent", "iterations_done", "max_iters",
             "best_iteration", "best_score", "started_at", "finished_at", "reason", "error",
             "pid", "host")

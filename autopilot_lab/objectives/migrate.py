@@ -93,8 +93,10 @@ class MigrateObjective(Objective):
                              "resumable (an in-memory model has no path)")
         if self.task is not None and self.data_spec is None:
             raise ValueError("a run on in-memory arrays cannot be rebuilt from its spec")
-        return {"objective": self.name, "keras": self.keras_path, "data": self.data_spec,
-                "fit": self.fit, "start": self.start, "datasets_dir": self.datasets_dir,
+        return {"objective": self.name, "keras": self.keras_path,
+                "model_name": self.model.name,  # what the console calls the run
+                "data": self.data_spec, "fit": self.fit, "start": self.start,
+                "datasets_dir": self.datasets_dir,
                 "seed": self.seed, "threads": self.threads, "device": self.device,
                 "shared_dropout": self.shared_draws()}
 

@@ -7,7 +7,6 @@ from typing import Any
 
 import pytest
 
-from autopilot_lab import api
 from autopilot_lab.jupyter.runner import cell_text
 from autopilot_lab.store import Store
 
@@ -105,8 +104,6 @@ def test_02_improve_reaches_its_target(tmp_path, monkeypatch):
     assert ".detach()" not in last["candidate"].source
 
 
-@pytest.mark.xfail(not hasattr(api, "migrate"), reason="migrate lands with issue 4",
-                   strict=False)
 def test_01_quickstart_migrates_a_keras_model(tmp_path, monkeypatch):
     pytest.importorskip("keras")
     nb, replies = execute("01_quickstart.ipynb", tmp_path, monkeypatch)

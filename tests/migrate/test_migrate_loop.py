@@ -82,6 +82,8 @@ def test_migrate_and_verify_from_the_command_line(keras_file, tmp_path, home):
     assert "forward outputs, max abs error" in run.stdout
     assert "model.py, weights.pt, train.py and recipe.json written to" in run.stdout
     (row,) = Store(home).list_runs()
+    spec = row["spec"] if isinstance(row["spec"], dict) else json.loads(row["spec"])
+    assert spec["model_name"] == "breast_cancer_mlp"  # the console's name for the run
     best = Path(row["folder"]) / "best"
     ok = subprocess.run([AUTOPILOT, "verify", str(keras_file), str(best), "--data",
                          "sklearn:breast_cancer", "--epochs", "20", "--batch-size", "32"],
