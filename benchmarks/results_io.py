@@ -28,13 +28,18 @@ def machine() -> dict[str, Any]:
     return info
 
 
-def write(name: str, payload: dict[str, Any], markdown: str) -> tuple[Path, Path]:
-    RESULTS.mkdir(parents=True, exist_ok=True)
+def write(name: str, payload: dict[str, Any], markdown: str, folder: Path | None = None,
+          argv: list[str] | None = None) -> tuple[Path, Path]:
+    """``<folder>/<name>.json`` and ``.md`` (default folder: ``benchmarks/results``), with the
+    machine and the command (``argv``: the arguments given, default ``sys.argv[1:]``)."""
+    folder = Path(folder) if folder is not None else RESULTS
+    folder.mkdir(parents=True, exist_ok=True)
+    args = sys.argv[1:] if argv is None else argv
     payload = {**payload, "machine": machine(), "command": " ".join(
-        ["python -m benchmarks." + name, *sys.argv[1:]]),
+        ["python -m benchmarks." + name, *args]),
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-    jpath = RESULTS / f"{name}.json"
-    mpath = RESULTS / f"{name}.md"
+    jpath = folder / f"{name}.json"
+    mpath = folder / f"{name}.md"
     jpath.write_text(json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n")
     footer = (f"\n\nMachine: {payload['machine']['platform']}, {payload['machine']['cpus']} "
               f"CPUs (load average {payload['machine']['load_average_1m']} when it finished), "
