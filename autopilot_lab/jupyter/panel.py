@@ -348,6 +348,7 @@ class RunPanel:
                                 button_style="info", layout=widgets.Layout(width="max-content"),
                                 tooltip="hand the best candidate to the notebook as a new cell")
         insert.on_click(self._guard(self._insert))
+        self.insert_note = widgets.HTML()  # the feedback, beside the button that was clicked
         diff = _diff_html(found.diff) if found.diff else "<i>no previous iteration</i>"
         _replace_children(self.result, [
             widgets.HTML(f"<h4>Best: iteration {found.best_iteration}, score "
@@ -359,15 +360,18 @@ class RunPanel:
                 titles=("Best candidate: code and recipe",
                         f"Diff against iteration {found.best_iteration - 1}",
                         "Artifacts"), selected_index=0),
-            insert,
+            widgets.HBox([insert, self.insert_note]),
         ])
 
-    def _insert(self, _: Any) -> None:
+    def _insert(self, button: Any) -> None:
         self.controls.insert_best()
-        self.message.value = (
-            "The best candidate goes into a new cell below the next cell you run (the kernel "
-            "hands it over with that cell's reply); <code>%autopilot insert "
-            f"{html.escape(self.run_id or '')}</code> does it at once.")
+        text = ("&#10003; queued: the best candidate goes into a new cell below the next cell "
+                "you run (the kernel hands it over with that cell's reply); <code>%autopilot "
+                f"insert {html.escape(self.run_id or '')}</code> does it at once")
+        self.insert_note.value = f"<span style='color:#047857'>{text}</span>"
+        self.message.value = text
+        if isinstance(button, widgets.Button):
+            button.description, button.icon = "Insert again", "check"
 
     def _guard(self, fn: Callable[[Any], None]) -> Callable[[Any], None]:
         """Run a button's action under the lock; show its error in the panel, not a log."""

@@ -3,6 +3,7 @@ the caption says before the user rejects the agent's last hint."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Any
 
 from autopilot_lab.events import Event
@@ -28,9 +29,14 @@ class Controls:
     def note(self, iteration: int, text: str) -> None: ...
     def proceed(self) -> None: ...
     def stop(self) -> None: ...
-    def outcome(self) -> Any: ...
+    def outcome(self) -> Any:
+        return SimpleNamespace(summary=["1 iteration"], paths={"report": "report.md"},
+                               diff="", cell="class Net: ...", best_iteration=1,
+                               best_score=4.8, targets_met=True)
+
     def insert_best(self) -> str:
-        return ""
+        self.inserted = True
+        return "class Net: ..."
 
 
 GAP = Hint(HintKind.METRIC_GAP, "metric", "valid roc_auc", 0.81234, "roc_auc >= 0.95",
@@ -73,3 +79,16 @@ def test_two_open_hints_need_no_warning():
                  "add dropout", where="model.py")
     panel, _ = _panel([GAP, other])
     assert "one hint left" not in panel.hints_caption.value
+
+
+def test_insert_answers_beside_the_button_that_was_clicked():
+    panel, controls = _panel([GAP])
+    panel.on_event(Event("run_finished", "r-1", {"status": "finished", "reason": "targets met"}))
+    panel.run_id = "r-1"
+    panel.finished()
+    (row,) = [w for w in panel.result.children if hasattr(w, "children")
+              and any(getattr(b, "description", "") == "Insert as new cell" for b in w.children)]
+    button, note = row.children
+    button.click()
+    assert controls.inserted and "queued" in note.value and "%autopilot insert r-1" in note.value
+    assert button.description == "Insert again"
