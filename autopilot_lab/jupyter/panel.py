@@ -28,6 +28,8 @@ BADGES = {  # state -> (symbol, background colour)
     "pending": ("○", "#e5e7eb"), "running": ("▶", "#bfdbfe"), "passed": ("✓", "#bbf7d0"),
     "failed": ("✗", "#fecaca"), "skipped": ("–", "#f3f4f6"),
 }
+MARKERS = ("circle", "square", "diamond", "triangle-up", "cross", "x", "star", "hexagon")
+DASHES = ("dot", "dash", "dashdot", "longdash", "longdashdot")
 HINT_COLUMNS = ("kind", "priority", "check", "observed", "expected", "suggestion", "decision")
 TOTAL = "total"
 
@@ -74,10 +76,14 @@ class RunPanel:
         self.figure = go.FigureWidget(layout=go.Layout(
             height=300, margin={"l": 50, "r": 50, "t": 30, "b": 40}, template="plotly_white",
             title={"text": "Scores per check and total", "font": {"size": 13}},
-            xaxis={"title": {"text": "iteration"}, "dtick": 1},
+            # iterations are whole numbers from 1: no tick at 0 or 1.5 (set per point below)
+            xaxis={"title": {"text": "iteration"}, "dtick": 1, "tick0": 1,
+                   "range": [0.5, 1.5]},
             yaxis={"title": {"text": "check score"}, "range": [-0.05, 1.05]},
+            # the total is gates passed + quality: whole-number ticks, one per gate
             yaxis2={"title": {"text": "total score"}, "overlaying": "y", "side": "right",
-                    "rangemode": "tozero"},
+                    "rangemode": "tozero", "dtick": 1, "tickformat": "d",
+                    "showgrid": False},
             legend={"orientation": "h", "y": -0.25}))
         self.ladder_caption = widgets.HTML()
         self.ladder = widgets.HBox(layout=widgets.Layout(flex_flow="row wrap"))
@@ -253,13 +259,20 @@ class RunPanel:
         trace = next((t for t in self.figure.data if t.name == name), None)
         with self.figure.batch_update():
             if trace is None:
+                k = len(self.figure.data)
+                # checks that score the same sit on one line: each its own marker and dash,
+                # so none hides another
                 self.figure.add_scatter(
                     name=name, x=xs, y=ys, mode="lines+markers",
                     yaxis="y2" if name == TOTAL else "y",
+                    marker={"symbol": MARKERS[k % len(MARKERS)], "size": 9 if name == TOTAL
+                            else 7},
                     line={"width": 4 if name == TOTAL else 2,
-                          "dash": "solid" if name == TOTAL else "dot"})
+                          "dash": "solid" if name == TOTAL else DASHES[k % len(DASHES)]})
             else:
                 trace.x, trace.y = xs, ys
+            last = max((max(t.x, default=1) for t in self.figure.data), default=1)
+            self.figure.layout.xaxis.range = [0.5, last + 0.5]
 
     def _render_hints(self) -> None:
         n = self.frontier

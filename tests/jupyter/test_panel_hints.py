@@ -92,3 +92,16 @@ def test_insert_answers_beside_the_button_that_was_clicked():
     button.click()
     assert controls.inserted and "queued" in note.value and "%autopilot insert r-1" in note.value
     assert button.description == "Insert again"
+
+
+def test_the_chart_starts_at_iteration_1_and_keeps_equal_lines_apart():
+    panel, _ = _panel([GAP])
+    for check, score in (("build", 1.0), ("stability", 1.0)):  # equal scores, one line
+        panel.on_event(Event("check_finished", "r-1", {
+            "iteration": 1, "verdict": {"check": check, "passed": True, "score": score}}))
+    layout = panel.figure.layout
+    assert tuple(layout.xaxis.range) == (0.5, 1.5) and layout.xaxis.tick0 == 1
+    assert layout.yaxis2.dtick == 1
+    traces = {t.name: t for t in panel.figure.data}
+    assert traces["build"].marker.symbol != traces["stability"].marker.symbol
+    assert traces["build"].line.dash != traces["stability"].line.dash
