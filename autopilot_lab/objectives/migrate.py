@@ -151,7 +151,10 @@ class MigrateObjective(Objective):
 
         ref = KerasReference(self.model, self.translation, self.recipe, self.kind)
         xs = ref.sample_inputs(None, n=256, seed=self.seed)
-        y = ref.labels(xs, None)
+        if self.kind == "regression":
+            y = ref.labels(xs, None)
+        else:
+            y = spread_labels(ref.outputs(xs)[0])
         X = xs[0].reshape(len(xs[0]), -1) if len(xs) == 1 else np.zeros((256, 1), np.float32)
         return data_mod.task_from_arrays(X, y, name="synthetic", kind=self.kind, seed=self.seed)
 
@@ -454,3 +457,22 @@ def _probabilities(pred: np.ndarray, recipe: Recipe, kind: str) -> np.ndarray:
         e = np.exp(pred - pred.max(axis=1, keepdims=True))
         return e / e.sum(axis=1, keepdims=True)
     return pred / pred.sum(axis=1, keepdims=True)
+
+
+def spread_labels(outputs: np.ndarray) -> np.ndarray:
+    """Class labels for synthetic inputs that a classifier can learn and a metric can judge:
+    each row's class is the output that stands out most for it relative to the other rows
+    (scores standardized per class), so an untrained model whose argmax is one class for every
+    row still yields every class. One output (binary): above or below the median score. Where
+    the outputs cannot tell rows apart at all (a constant model), the classes go by row."""
+    out = np.asarray(outputs, dtype=np.float64).reshape(len(outputs), -1)
+    n, k = out.shape
+    if k == 1:
+        y = np.zeros(n, dtype=np.int64)
+        y[np.argsort(out[:, 0], kind="stable")[n // 2:]] = 1
+        return y
+    z = (out - out.mean(0)) / (out.std(0) + 1e-12)
+    y = z.argmax(-1).astype(np.int64)
+    if len(np.unique(y)) < 2:  # nothing to tell rows apart: every class, by row
+        y = np.arange(n, dtype=np.int64) % k
+    return y

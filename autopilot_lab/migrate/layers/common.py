@@ -59,6 +59,12 @@ def _init_cfg(c: Any) -> tuple[str, dict]:
     return type(c).__name__, getattr(c, "get_config", dict)()
 
 
+def _flatten(value: Any) -> list[Any]:
+    if isinstance(value, (list, tuple)):
+        return [v for item in value for v in _flatten(item)]
+    return [value]
+
+
 def init_line(init: Any, target: str, keras_shape: tuple) -> str | None:
     """An nn.init line reproducing a Keras initializer on a weight of Keras shape `keras_shape`."""
     name, c = _init_cfg(init)
@@ -93,7 +99,16 @@ def init_line(init: Any, target: str, keras_shape: tuple) -> str | None:
     if name == "Ones":
         return f"nn.init.ones_({target})"
     if name == "Constant":
-        return f"nn.init.constant_({target}, {num(c.get('value', 0.0))})"
+        value = c.get("value", 0.0)
+        if isinstance(value, (list, tuple)):  # one value per element (a bias, say)
+            flat = [v for v in _flatten(value)]
+            if len(flat) == 1:
+                return f"nn.init.constant_({target}, {num(flat[0])})"
+            if len(shape) <= 1 and len(flat) == math.prod(shape):
+                values = ", ".join(num(v) for v in flat)
+                return f"with torch.no_grad(): {target}.copy_(torch.tensor([{values}]))"
+            return None  # a kernel's per-element constants: Keras' layout, not torch's
+        return f"nn.init.constant_({target}, {num(value)})"
     if name == "RandomUniform":
         lo, hi = num(c.get("minval", -0.05)), num(c.get("maxval", 0.05))
         return f"nn.init.uniform_({target}, {lo}, {hi})"
