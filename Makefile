@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup sandbox-deps browser-deps demo demo-improve test test-slow lint hints-doc clean
+.PHONY: setup sandbox-deps browser-deps demo demo-improve test test-slow mutation lint hints-doc clean
 
 setup: $(STAMP) sandbox-deps browser-deps
 
@@ -62,6 +62,11 @@ test: setup
 	$(BIN)/python -m autopilot_lab.hints | diff -u docs/hints.md - \
 	  || (echo "docs/hints.md is stale: run 'make hints-doc'"; exit 1)
 	$(BIN)/python -m pytest
+
+# Mutation testing of the core (cosmic-ray, in a copy of the checkout): an hour or more here;
+# not part of `make test`. Writes benchmarks/results/mutation.json and .md (see docs/testing.md).
+mutation: setup
+	$(BIN)/python -m benchmarks.mutation $(if $(MODULES),--modules $(MODULES),)
 
 test-slow: setup
 	$(BIN)/python -m pytest -m slow
