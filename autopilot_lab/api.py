@@ -104,6 +104,7 @@ def improve_from(run_id: str, *, target: str | None = DEFAULT_TARGET,
 
 
 def migrate(keras_model: Any, data: Any = None, *, fit: dict | None = None,
+            loss: str | None = None,
             start: str | os.PathLike | None = None, max_iters: int = DEFAULT_MAX_ITERS,
             agent: str = "rules", datasets_dir: str | None = None, seed: int = 0,
             store: Store | None = None, home: str | os.PathLike | None = None,
@@ -119,6 +120,8 @@ def migrate(keras_model: Any, data: Any = None, *, fit: dict | None = None,
         the ladder is the parity contract on seeded random inputs.
     fit : the ``model.fit`` arguments of the Keras code (epochs, batch_size, class_weight,
         callbacks) when the compiled model does not say them.
+    loss : the Keras loss (e.g. ``"mean_squared_error"``) for a model compiled without one;
+        by default the task's usual loss, and the run's notes say which.
     start : a candidate folder (model.py, weights.pt, recipe.json) to start from instead of
         the translator's draft, e.g. a hand migration to verify and repair.
 
@@ -141,7 +144,7 @@ def migrate(keras_model: Any, data: Any = None, *, fit: dict | None = None,
     _check_data(data, required=False)
     _check_path_arg("datasets_dir", datasets_dir)
     objective = MigrateObjective(keras_model, data, fit=fit, start=start,
-                                 datasets_dir=datasets_dir, seed=seed)
+                                 datasets_dir=datasets_dir, seed=seed, loss=loss)
     if objective.keras_path is None:
         # an in-memory model: keep a copy in the run store so the run can be resumed
         st = store or Store(home)
@@ -156,7 +159,8 @@ def migrate(keras_model: Any, data: Any = None, *, fit: dict | None = None,
 
 
 def verify(keras_model: Any, candidate_dir: str | os.PathLike, data: Any = None, *,
-           fit: dict | None = None, datasets_dir: str | None = None, seed: int = 0,
+           fit: dict | None = None, loss: str | None = None,
+           datasets_dir: str | None = None, seed: int = 0,
            limits: Limits | None = None, workdir: str | os.PathLike | None = None):
     """Score a candidate folder against its Keras model through the ladder, no agent.
 
@@ -174,7 +178,7 @@ def verify(keras_model: Any, candidate_dir: str | os.PathLike, data: Any = None,
     _check_data(data, required=False)
     _check_path_arg("datasets_dir", datasets_dir)
     objective = MigrateObjective(keras_model, data, fit=fit, datasets_dir=datasets_dir,
-                                 seed=seed)
+                                 seed=seed, loss=loss)
     candidate = load_candidate_dir(candidate_dir, objective.translation.class_name)
     with tempfile.TemporaryDirectory() as tmp:
         ctx = objective.setup(Path(workdir or tmp), Sandbox(limits or Limits()))

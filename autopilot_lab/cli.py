@@ -196,6 +196,8 @@ def _parser() -> argparse.ArgumentParser:
     mig.add_argument("--batch-size", type=_BATCH, help="Keras fit() batch size")
     mig.add_argument("--class-weight", type=_class_weight, metavar="JSON",
                      help='Keras fit() class_weight, e.g. \'{"0": 1, "1": 5}\'')
+    mig.add_argument("--loss", help="the Keras loss for a model compiled without one, e.g. "
+                                    "mean_squared_error (default: the task's usual loss)")
     mig.add_argument("--start", metavar="DIR",
                      help="start from a candidate folder (model.py, weights.pt, recipe.json)")
     mig.add_argument("--max-iters", type=_ITERS, default=5)
@@ -215,6 +217,7 @@ def _parser() -> argparse.ArgumentParser:
     ver.add_argument("--batch-size", type=_BATCH)
     ver.add_argument("--class-weight", type=_class_weight, metavar="JSON",
                      help="Keras fit() class_weight, as for migrate")
+    ver.add_argument("--loss", help="as for migrate")
     ver.add_argument("--datasets-dir")
     ver.add_argument("--json", action="store_true")
     ver.set_defaults(func=_cmd_verify)
@@ -389,13 +392,17 @@ def _cmd_migrate(args) -> int:
 
     progress = Progress(args.max_iters, enabled=not args.quiet, checks_per_iteration=7)
     try:
-        result = api.migrate(args.keras_model, args.data, fit=_fit(args), start=args.start,
+        result = api.migrate(args.keras_model, args.data, fit=_fit(args), loss=args.loss,
+                             start=args.start,
                              max_iters=args.max_iters, agent=args.agent,
                              datasets_dir=args.datasets_dir, seed=args.seed, home=args.home,
                              subscribers=[progress])
     finally:
         progress.close()
     _print_result(result)
+    note = (result.report.get("objective") or {}).get("loss_note")
+    if note:
+        print(f"note: {note}")
     from autopilot_lab.cli_show import render_parity
 
     print(render_parity(result.report))
@@ -410,6 +417,7 @@ def _cmd_verify(args) -> int:
     from autopilot_lab.sandbox import Sandbox
 
     card = api.verify(args.keras_model, args.candidate_dir, args.data, fit=_fit(args),
+                      loss=args.loss,
                       datasets_dir=args.datasets_dir)
     if args.json:
         print(card.to_json())

@@ -48,12 +48,15 @@ class MigrateObjective(Objective):
     def __init__(self, keras_model: Any, data: str | data_mod.Task | None = None, *,
                  fit: dict | None = None, start: str | Path | None = None,
                  datasets_dir: str | None = None, seed: int = 0, threads: int = 1,
-                 device: str = "cpu", keras_path: str | None = None):
+                 device: str = "cpu", keras_path: str | None = None, loss: str | None = None):
+        """``loss``: the Keras loss to probe a model with that has none compiled (default:
+        :data:`PROBE_LOSSES` by the task's kind), or to use instead of the compiled one."""
         from autopilot_lab.migrate import load_keras_model, translate
         from autopilot_lab.migrate.recipe import keras_fit_config
 
         self.keras_path = keras_path or (str(keras_model) if isinstance(keras_model, (str, Path))
                                          else None)
+        self.loss = loss
         self.model = load_keras_model(keras_model)
         self.fit = _jsonable_fit(fit or {})
         self.data_spec = data if isinstance(data, str) else None
@@ -64,7 +67,11 @@ class MigrateObjective(Objective):
                      data_mod.load_task(data, datasets_dir=datasets_dir, seed=seed)
                      if data else None)
         self.translation = translate(self.model)
+        self.model, self.probe_note = with_probe_loss(
+            self.model, self.task.kind if self.task else None, loss)
         self.fit_config = keras_fit_config(self.model, fit)
+        if self.probe_note:
+            self.fit_config["notes"].append(self.probe_note)
         self.kind = self.task.kind if self.task else _kind_from_keras(self.fit_config,
                                                                       self.translation)
         from autopilot_lab.migrate.reference import recipe_from_keras
@@ -98,14 +105,14 @@ class MigrateObjective(Objective):
                 "data": self.data_spec, "fit": self.fit, "start": self.start,
                 "datasets_dir": self.datasets_dir,
                 "seed": self.seed, "threads": self.threads, "device": self.device,
-                "shared_dropout": self.shared_draws()}
+                "loss": self.loss, "shared_dropout": self.shared_draws()}
 
     @classmethod
     def from_spec(cls, spec: dict[str, Any]) -> MigrateObjective:
         return cls(spec["keras"], spec.get("data"), fit=spec.get("fit"),
                    start=spec.get("start"), datasets_dir=spec.get("datasets_dir"),
                    seed=spec.get("seed", 0), threads=spec.get("threads", 1),
-                   device=spec.get("device", "cpu"))
+                   device=spec.get("device", "cpu"), loss=spec.get("loss"))
 
     # -- setup -----------------------------------------------------------------------------
     def setup(self, workdir: Path, sandbox: Sandbox) -> CheckContext:
@@ -206,6 +213,7 @@ class MigrateObjective(Objective):
                 "layers": len(self.model.layers),
                 "unsupported": [u.__dict__ for u in self.translation.unsupported],
                 "translation_notes": list(self.translation.notes),
+                "loss_note": self.probe_note,
                 "keras_metrics": {p: m for p, m in (self.keras_metrics or {}).items()
                                   if p != "test"} or None,
                 "target": self.target.to_dict() if self.target else None,
@@ -476,3 +484,52 @@ def spread_labels(outputs: np.ndarray) -> np.ndarray:
     if len(np.unique(y)) < 2:  # nothing to tell rows apart: every class, by row
         y = np.arange(n, dtype=np.int64) % k
     return y
+
+
+# The loss parity's training steps and the metric tier use for a Keras model compiled without
+# one (an inference export, say): the usual loss of its task, on what its last layer outputs.
+PROBE_LOSSES = {"multiclass": "sparse_categorical_crossentropy",
+                "binary": "binary_crossentropy", "regression": "mean_squared_error"}
+_LOSS_CLASSES = {"sparse_categorical_crossentropy": "SparseCategoricalCrossentropy",
+                 "categorical_crossentropy": "CategoricalCrossentropy",
+                 "binary_crossentropy": "BinaryCrossentropy",
+                 "mean_squared_error": "MeanSquaredError", "mse": "MeanSquaredError",
+                 "mean_absolute_error": "MeanAbsoluteError", "mae": "MeanAbsoluteError",
+                 "huber": "Huber"}
+
+
+def with_probe_loss(model: Any, kind: str | None, loss: str | None) -> tuple[Any, str | None]:
+    """``model`` as it is when it has a compiled loss and none is asked for; else a copy
+    compiled with ``loss`` (or the task's :data:`PROBE_LOSSES`) and its own optimizer (Adam
+    at 1e-3 without one), with the sentence that says so. The caller's model is not touched."""
+    compiled = getattr(model, "compiled", False) and getattr(model, "loss", None) is not None
+    if compiled and loss is None:
+        return model, None
+    import keras
+
+    from autopilot_lab.migrate.reference import clone_keras
+
+    if loss is not None and loss not in _LOSS_CLASSES:
+        raise ValueError(f"loss {loss!r} is not one parity can probe with; use one of "
+                         f"{', '.join(sorted(_LOSS_CLASSES))}")
+    last = getattr(getattr(model.layers[-1], "activation", None), "__name__", "")
+    width = model.outputs[0].shape[-1] if model.outputs[0].shape else 1
+    if kind is None:
+        kind = ("binary" if last == "sigmoid" and width == 1 else
+                "multiclass" if last == "softmax" else "regression")
+    name = loss or PROBE_LOSSES[kind]
+    if loss is None and kind == "binary" and (width or 1) > 1:
+        name = "sparse_categorical_crossentropy"  # two softmax outputs for two classes
+    cls = getattr(keras.losses, _LOSS_CLASSES[name])
+    logits = kind != "regression" and last not in ("softmax", "sigmoid")
+    probe = cls(from_logits=True) if logits and "crossentropy" in name else cls()
+    opt = getattr(model, "optimizer", None) if getattr(model, "compiled", False) else None
+    copy = clone_keras(model)
+    copy.compile(optimizer=type(opt).from_config(opt.get_config()) if opt is not None
+                 else keras.optimizers.Adam(1e-3), loss=probe)
+    if compiled:
+        return copy, f"trained with the loss {name} given instead of the compiled one"
+    return copy, (f"the Keras model has no compiled loss: parity's training steps and the "
+                  f"metric use {name}{' on logits' if logits and 'crossentropy' in name else ''}"
+                  f"{'' if opt is not None else ' with Adam(1e-3)'}, the default probe loss "
+                  f"for a {kind} model; --loss (loss= in the API) chooses another")
