@@ -25,3 +25,56 @@ def test_a_tie_goes_to_the_candidate_that_passed_more_checks_then_to_the_later()
     journal.add(again)
     assert journal.best is again and journal.frontier is again  # a repair that did not hurt
     assert rank(1.5, 2, 1) > rank(1.5, 1, 9) and rank(1.6, 0, 1) > rank(1.5, 9, 9)
+
+
+def _card(gates: list[bool], soft: list[float], hints=(), keeps=()) -> Scorecard:
+    """Hard gates in order, then scored checks; hints and keeps on the first check."""
+    verdicts = [Verdict(f"gate{i}", i, True, p, 1.0 if p else 0.0,
+                        tuple(hints) if i == 0 else (), tuple(keeps) if i == 0 else ())
+                for i, p in enumerate(gates)]
+    verdicts += [Verdict(f"soft{i}", 9, False, s > 0.5, s) for i, s in enumerate(soft)]
+    return Scorecard(tuple(verdicts))
+
+
+def test_the_score_counts_gates_in_order_then_the_mean_quality():
+    assert _card([True, True], [0.5, 0.7]).score == 2.6
+    assert _card([True, False, True], [0.9]).score == 1.0  # a failed gate stops the count
+    assert _card([True, False], [0.9]).quality == 0.0  # no quality behind a failed gate
+    assert _card([True], [1.0, 1.0]).score == 1.999  # quality never reaches the next gate
+    assert _card([True], []).score == 1.0
+    card = _card([True, False], [0.2])
+    assert card.failed_gate == "gate1" and card.gates_passed == 1 and not card.all_gates_passed
+    assert _card([True], [0.3]).targets_met  # no check said its target is not met
+
+
+def test_the_best_is_the_highest_score_whatever_the_order():
+    low = Iteration(1, Candidate(files={"model.py": "a = 1\n"}, entry="Net"),
+                    _card([True, False], []), "rules")
+    high = Iteration(2, Candidate(files={"model.py": "b = 1\n"}, entry="Net", parent=1),
+                     _card([True, True], [0.4]), "rules")
+    lower = Iteration(3, Candidate(files={"model.py": "c = 1\n"}, entry="Net", parent=2),
+                      _card([True, True], [0.3]), "llm")
+    journal = Journal()
+    assert journal.best is None and journal.frontier is None and journal.last is None
+    for it in (low, high, lower):
+        journal.add(it)
+    assert len(journal) == 3 and journal.last is lower
+    assert journal.best is high and journal.frontier is high and high.score == 2.4
+    assert journal.get(2) is high
+    assert [it.n for it in journal.lineage(3)] == [1, 2, 3]
+    assert [it.n for it in journal.lineage(1)] == [1]
+
+
+def test_hints_and_keeps_are_the_iteration_s_own_and_serialised_whole():
+    from autopilot_lab.hints import Hint, HintKind, Keep
+
+    hint = Hint(HintKind.NAN_LOSS, "gate0", "loss", "nan", "finite", "lower lr", where="lr")
+    keep = Keep("gate0", "outputs match")
+    it = Iteration(4, Candidate(files={"model.py": "x = 2\n"}, entry="Net"),
+                   _card([True], [0.6], [hint], [keep]), "rules")
+    journal = Journal([it])
+    assert journal.hints_of(4) == [hint] and journal.keeps_of(4) == [keep]
+    d = it.to_dict()
+    assert (d["n"], d["agent"], d["score"]) == (4, "rules", 1.6)
+    assert d["candidate"]["files"] == {"model.py": "x = 2\n"}
+    assert d["scorecard"]["verdicts"][0]["hints"][0]["kind"] == "NAN_LOSS"
