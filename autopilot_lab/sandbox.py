@@ -1038,6 +1038,15 @@ class Sandbox:
         return (self.isolation, lim.network, lim.threads, lim.scratch_mb,
                 tuple(_job_files(module)))
 
+    def prewarm(self, module: str = "autopilot_lab.harness.probes",
+                limits: Limits | None = None) -> None:
+        """Start warm children now for jobs of ``module`` (a run's setup calls this, so that
+        the first candidate's first tier finds one ready)."""
+        lim = limits or self.limits
+        key = self._warm_key(module, lim)
+        if key:
+            self._prewarm(key, lim, module)
+
     def _prewarm(self, key: tuple, lim: Limits, module: str) -> None:
         """Start the next child for ``key`` now, so that its imports overlap the parent's work.
         Best effort: where none can start (every uid taken), the next run starts cold."""

@@ -21,7 +21,7 @@ from autopilot_lab.checks.metric import MetricCheck
 from autopilot_lab.checks.trainability import TrainabilityCheck
 from autopilot_lab.hints import HintKind
 from autopilot_lab.objectives.improve import ImproveObjective
-from autopilot_lab.sandbox import Sandbox
+from autopilot_lab.sandbox import Limits, Sandbox
 from benchmarks import results_io
 
 MODEL = Path(__file__).resolve().parents[1] / "examples" / "tabular_mlp.py"
@@ -42,7 +42,8 @@ def _variants(source: str) -> dict[str, tuple[str, dict]]:
     }
 
 
-def _tiers(source: str, data: str, epochs: int, repeats: int) -> list[dict[str, Any]]:
+def _tiers(source: str, data: str, epochs: int, repeats: int,
+           gap: float) -> list[dict[str, Any]]:
     recipe = {"lr": 0.003, "epochs": epochs, "preprocessing": "standardize"}
     objective = ImproveObjective(source, data, entry="TabularMLP", target=None, recipe=recipe)
     rows: list[dict[str, Any]] = []
@@ -55,7 +56,8 @@ def _tiers(source: str, data: str, epochs: int, repeats: int) -> list[dict[str, 
             row: dict[str, Any] = {"name": label}
             for mode, ctx in contexts.items():
                 times, card = [], None
-                for _ in range(repeats):  # interleaved with the other mode's runs
+                for _ in range(repeats):
+                    time.sleep(gap)  # the agent's turn between two candidates
                     t = time.perf_counter()
                     card = default_ladder().score(cand, ctx)
                     times.append(time.perf_counter() - t)
@@ -83,7 +85,7 @@ def _workloads(source: str, data: str, datasets_dir: str | None,
                               "return self.net[-1](self.net[:-1](x).detach())")
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        ctx = objective.setup(Path(tmp), Sandbox())
+        ctx = objective.setup(Path(tmp), Sandbox(Limits(wall_s=3600, memory_mb=8192)))
         base = objective.initial_candidate()
         # the full run the probe spares: the same model trained to its epoch budget
         t = time.perf_counter()
@@ -92,20 +94,22 @@ def _workloads(source: str, data: str, datasets_dir: str | None,
         print(f"full training on {data}: {full_s:.1f} s "
               f"({full.evidence.get('epochs_run', epochs)} epochs)")
         for label, src, changes, kind in (
-                ("NaN loss (SGD lr 1e4, raw inputs)", source,
-                 {"optimizer": "sgd", "lr": 1e4, "preprocessing": "none"}, HintKind.NAN_LOSS),
-                ("dead gradients (detached layers)", detached, {}, HintKind.NO_GRADIENT)):
+                ("diverging recipe (SGD lr 1e4, raw inputs)", source,
+                 {"optimizer": "sgd", "lr": 1e4, "preprocessing": "none"},
+                 {HintKind.NAN_LOSS, HintKind.EXPLODING_GRADIENT}),
+                ("dead gradients (detached layers)", detached, {}, {HintKind.NO_GRADIENT})):
             cand = base.replace(files={"model.py": src}, recipe=base.recipe.replace(**changes))
             TrainabilityCheck().run(base, ctx)  # as in a ladder: the tier before warmed a child
             t = time.perf_counter()
             verdict = TrainabilityCheck().run(cand, ctx)
             probe_s = time.perf_counter() - t
             kinds = sorted({h.kind.name for h in verdict.hints})
+            caught = any(k.name in kinds for k in kind)
             rows.append({"name": label, "data": data, "probe_seconds": round(probe_s, 3),
-                         "caught": kind.name in kinds, "hints": kinds,
+                         "caught": caught, "hints": kinds,
                          "full_training_seconds": round(full_s, 2),
                          "share": round(probe_s / full_s, 4)})
-            print(f"{label:<40} probe {probe_s:6.2f} s (caught: {kind.name in kinds})  "
+            print(f"{label:<40} probe {probe_s:6.2f} s (caught: {caught}, {kinds})  "
                   f"{probe_s / full_s:.1%} of the full run")
     return rows
 
@@ -117,14 +121,18 @@ def main(argv=None) -> int:
                         "gives a NaN loss)")
     p.add_argument("--epochs", type=int, default=300, help="the tiers' full training epochs")
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--gap", type=float, default=2.0,
+                   help="seconds between two candidates, the agent's turn (an LLM answer "
+                        "takes longer); warm children import in it")
     p.add_argument("--workload", default="local:connect_4",
                    help="the realistic workload: the largest shared dataset by default")
-    p.add_argument("--workload-epochs", type=int, default=30)
+    p.add_argument("--workload-epochs", type=int, default=200,
+                   help="the realistic run's epochs (minutes of training here)")
     p.add_argument("--datasets-dir", default=str(SHARED) if SHARED.is_dir() else None,
                    help="folder of the shared datasets (default: ../shared/datasets)")
     args = p.parse_args(argv)
     source = MODEL.read_text()
-    tiers = _tiers(source, args.data, args.epochs, args.repeats)
+    tiers = _tiers(source, args.data, args.epochs, args.repeats, args.gap)
     workloads = _workloads(source, args.workload, args.datasets_dir, args.workload_epochs)
     tier1 = next(r for r in tiers if "tier 1" in r["name"])
     summary = {"tier1_rejection_warm_seconds": tier1["warm_seconds"],
@@ -137,7 +145,8 @@ def main(argv=None) -> int:
           f"## Tiers: tabular MLP (`examples/tabular_mlp.py`) on `{args.data}`, "
           f"{args.epochs} epochs, median of {args.repeats} runs", "",
           "warm: sandbox children started ahead (the default); cold: a child started for "
-          "each job.", "",
+          f"each job. {args.gap:g} s pass between two candidates (the agent's turn; an LLM's "
+          "answer takes longer).", "",
           "| candidate | warm s | share | cold s | share | checks run | hints |",
           "| --- | --- | --- | --- | --- | --- | --- |"]
     md += [f"| {r['name']} | {r['warm_seconds']:.2f} | {r['warm_share']:.0%} | "
@@ -153,7 +162,7 @@ def main(argv=None) -> int:
                f"({tier1['cold_seconds']:.2f} s cold); largest probe share "
                f"{summary['largest_probe_share']:.1%} of the realistic run."]
     jpath, mpath = results_io.write("ladder_cost", {
-        "data": args.data, "epochs": args.epochs, "repeats": args.repeats,
+        "data": args.data, "epochs": args.epochs, "repeats": args.repeats, "gap": args.gap,
         "workload": args.workload, "workload_epochs": args.workload_epochs,
         "tiers": tiers, "workloads": workloads, "summary": summary}, "\n".join(md))
     print(f"wrote {jpath} and {mpath}")

@@ -52,6 +52,9 @@ class CheckContext:
     _test_outputs: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
     label_reads: dict[str, int] = field(default_factory=dict)  # test: once per run
 
+    def __post_init__(self) -> None:
+        self.sandbox.prewarm(limits=self.limits.get("build"))  # ready for the first tier
+
     def keep_test_outputs(self, candidate: Candidate, outputs: np.ndarray | None) -> None:
         """The metric tier's outputs on the test rows, kept unscored (valid decides)."""
         if outputs is not None:
