@@ -1,7 +1,8 @@
 """Tasks: load a tabular data set from a spec, encode it and split it deterministically.
 
 Specs: ``sklearn:<name>``, ``local:<name>``, ``openml:<task id>``, ``csv:<path>``,
-``parquet:<path>``. Every loader ends in the same preprocessing, recorded in
+``parquet:<path>``, ``npz:<path>`` (arrays ``x`` or one ``x_<input name>``, and ``y``). Every
+loader ends in the same preprocessing, recorded in
 ``Task.preprocessing_notes``: rows with a missing target are dropped; string/categorical feature
 columns become ordinal codes over their sorted categories; booleans become 0/1; missing feature
 values get the median of the train split; constant columns are kept. Nothing else is done.
@@ -38,7 +39,7 @@ KINDS = ("binary", "multiclass", "regression")
 MAX_INFERRED_CLASSES = 20
 MIN_ROWS_PER_CLASS = 3  # a stratified train/valid/test split needs each class in every part
 SPEC_FORMS = ("sklearn:<name>", "local:<name>", "openml:<task id>", "csv:<path>",
-              "parquet:<path>")
+              "parquet:<path>", "npz:<path>")
 SKLEARN_DATASETS = {  # name -> (sklearn.datasets function, task type)
     "breast_cancer": ("load_breast_cancer", "classification"),
     "iris": ("load_iris", "classification"),
@@ -153,7 +154,7 @@ def load_task(spec: str, *, datasets_dir: str | os.PathLike | None = None,
                         f"{', '.join(SPEC_FORMS)}")
     prefix, _, rest = spec.partition(":")
     prefix, rest = prefix.strip().lower(), rest.strip()
-    if prefix not in ("sklearn", "local", "openml", "csv", "parquet"):
+    if prefix not in ("sklearn", "local", "openml", "csv", "parquet", "npz"):
         raise DataError(f"unknown data source {prefix!r} in spec {spec!r}; allowed: "
                         f"{', '.join(SPEC_FORMS)}")
     if not rest:
@@ -168,6 +169,11 @@ def load_task(spec: str, *, datasets_dir: str | os.PathLike | None = None,
         raw = _load_local(rest, spec, datasets_dir, target_col or "target")
     elif prefix == "openml":
         raw = _load_openml(rest, spec)
+    elif prefix == "npz":
+        if target_col is not None:
+            raise DataError(f"target_col={target_col!r} does not apply to npz: specs, whose "
+                            "target is the array y; drop it")
+        raw = _load_npz(rest, spec)
     else:
         raw = _load_file(rest, spec, prefix, target_col or "target")
     if kind is not None:
@@ -409,6 +415,40 @@ def _load_file(path_text: str, spec: str, fmt: str, target_col: str) -> _Raw:
     X, y = _target_split(_read_table(path, fmt), target_col, str(path))
     return _Raw(name=path.stem, spec=spec, X=X, y=y, kind_hint=None,
                 notes=[f"source: {fmt} file {path.name}"])
+
+
+def _load_npz(path_text: str, spec: str) -> _Raw:
+    """``x`` (or the one ``x_<input name>``) of shape (rows, features) and ``y`` of shape
+    (rows,) from a NumPy ``.npz`` file, read without pickle."""
+    path = Path(path_text).expanduser()
+    if not path.is_file():
+        raise DataError(f"npz file not found: {path} (relative paths start at {Path.cwd()})")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    except Exception as exc:  # a zip error, a pickled object array, not an npz at all
+        raise DataError(f"cannot read {path} as npz (arrays saved with numpy.savez, no "
+                        f"pickled objects): {type(exc).__name__}: {exc}") from None
+    xs = {k: v for k, v in arrays.items() if k == "x" or k.startswith("x_")}
+    if "y" not in arrays or not xs:
+        raise DataError(f"{path} holds {', '.join(sorted(arrays)) or 'no arrays'}; an npz "
+                        "task needs the features as x (or x_<input name>) and the labels as y")
+    if len(xs) > 1:
+        raise DataError(f"{path} holds several inputs ({', '.join(sorted(xs))}); a task holds "
+                        "one feature matrix: keep one of them, or x alone")
+    (name, x), y = next(iter(xs.items())), np.asarray(arrays["y"])
+    if x.ndim != 2:
+        raise DataError(f"{path}: {name} has shape {x.shape}; npz tasks take tabular features "
+                        "of shape (rows, features) (inputs of other ranks are not supported "
+                        "yet)")
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y[:, 0]
+    if y.ndim != 1 or len(y) != len(x):
+        raise DataError(f"{path}: y has shape {y.shape} for {len(x)} rows of {name}; expected "
+                        f"({len(x)},)")
+    X = pd.DataFrame(x, columns=[f"{name}_{i}" for i in range(x.shape[1])])
+    return _Raw(name=path.stem, spec=spec, X=X, y=pd.Series(y), kind_hint=None,
+                notes=[f"source: npz file {path.name} ({name}, y)"])
 
 
 def _read_table(path: Path, fmt: str) -> pd.DataFrame:

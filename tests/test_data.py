@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import socket
 from pathlib import Path
 from types import SimpleNamespace
@@ -430,3 +431,33 @@ def test_openml_suite_unreachable_and_bad_suite_specs_are_clear_errors(monkeypat
                        ("kaggle-suite:x", "unknown suite source")):
         with pytest.raises(DataError, match=words):
             data.load_suite(bad)
+
+
+# ---------------------------------------------------------------- npz
+
+
+def test_npz_arrays_are_a_task_and_bad_ones_say_what_is_wrong(tmp_path):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(90, 4)).astype(np.float32)
+    y = (x[:, 0] > 0).astype(np.int64)
+    good = tmp_path / "good.npz"
+    np.savez(good, x_features=x, y=y)
+    task = load_task(f"npz:{good}")
+    assert task.kind == "binary" and task.X.shape == (90, 4) and task.n_features == 4
+    assert task.feature_names[0] == "x_features_0"
+    np.testing.assert_array_equal(np.sort(task.X[:, 0]), np.sort(x[:, 0]))
+    cases = {
+        "no_y.npz": ({"x": x}, "needs the features as x"),
+        "two_inputs.npz": ({"x_a": x, "x_b": x, "y": y}, "several inputs (x_a, x_b)"),
+        "image.npz": ({"x": rng.normal(size=(90, 4, 4, 1)), "y": y},
+                      "has shape (90, 4, 4, 1)"),
+        "short_y.npz": ({"x": x, "y": y[:10]}, "y has shape (10,) for 90 rows"),
+        "objects.npz": ({"x": np.array([{"a": 1}] * 90, dtype=object), "y": y},
+                        "no pickled objects"),
+    }
+    for name, (arrays, words) in cases.items():
+        np.savez(tmp_path / name, **arrays)
+        with pytest.raises(DataError, match=re.escape(words)):
+            load_task(f"npz:{tmp_path / name}")
+    with pytest.raises(DataError, match="npz file not found"):
+        load_task(f"npz:{tmp_path / 'absent.npz'}")

@@ -333,7 +333,8 @@ def data_spec(data: Any, namespace: Mapping[str, Any], home: Path,
             return data
         raise NotebookError(
             f"--data {data}: no variable {data!r} in the notebook, and not a task spec "
-            "(sklearn:<name>, local:<name>, openml:<task id>, csv:<path>, parquet:<path>)")
+            "(sklearn:<name>, local:<name>, openml:<task id>, csv:<path>, parquet:<path>, "
+            "npz:<path>)")
     name, value = (data, namespace[data]) if isinstance(data, str) else ("data", data)
     buffer = io.BytesIO()
     _frame(name, value, target_col).to_parquet(buffer, index=False)
