@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # module -> the tests that state its behaviour (run against each of its mutants)
 MODULES: dict[str, list[str]] = {
     "autopilot_lab/journal.py": ["tests/test_journal.py"],
-    "autopilot_lab/scorecard.py": ["tests/test_journal.py", "tests/test_store.py"],
+    "autopilot_lab/scorecard.py": ["tests/test_journal.py"],
     "autopilot_lab/hints.py": ["tests/test_hints.py"],
     "autopilot_lab/text.py": ["tests/test_candidate_text.py"],
     "autopilot_lab/metrics.py": ["tests/test_metrics.py"],
