@@ -446,7 +446,12 @@ def translate(model: Any, *, class_name: str | None = None) -> Translation:
             reason = rules.missing_reason(node.layer)
         else:
             masked = [r for r in node.inputs if r.masked]
-            if masked and rules.mask_sensitive(node.layer):
+            if node.kwargs.get("mask") is not None:
+                # an explicit mask= argument: no rule reads it, so honouring it is not
+                # translated; a plain mean or sum in its place would be silently wrong
+                reason = ("it is called with an explicit mask= argument, which the "
+                          "translation does not honour; masking is not translated")
+            elif masked and rules.mask_sensitive(node.layer):
                 reason = (
                     "its input carries a Keras mask (Embedding(mask_zero=True) or Masking "
                     "upstream) and the layer's result depends on it; masking is not translated"

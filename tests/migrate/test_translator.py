@@ -643,6 +643,16 @@ def test_masked_rnn_is_reported_not_silently_wrong():
     assert "mask" in t.unsupported[0].reason
 
 
+def test_an_explicit_mask_is_honoured_or_flagged_never_ignored():
+    """Keras averages over the unmasked steps only: a plain mean would be silently wrong."""
+    inp, mask = keras.Input((5, 3)), keras.Input((5,), dtype="bool")
+    pooled = L.GlobalAveragePooling1D(name="pool")(inp, mask=mask)
+    model = keras.Model([inp, mask], pooled, name="explicit_mask")
+    t = translate(model)
+    assert [u.name for u in t.unsupported] == ["pool"]
+    assert "explicit mask= argument" in t.unsupported[0].reason
+
+
 def test_gru_reset_before_is_unsupported():
     model = seq((5, 3), L.GRU(4, reset_after=False), name="gru_v1")
     t = translate(model)
