@@ -242,6 +242,27 @@ CASES = {
         L.Activation("gelu"),
         L.Softmax(),
     ),
+    # Keras' ReLU in every combination of threshold, max_value and negative_slope
+    "relu_threshold_max_slope": lambda: seq(
+        (6,),
+        L.ReLU(threshold=0.3),
+        L.Dense(6),
+        L.ReLU(max_value=1.5, negative_slope=0.2),
+        L.Dense(6),
+        L.ReLU(max_value=2.0, negative_slope=0.1, threshold=0.5),
+        L.Dense(6),
+        L.ReLU(negative_slope=0.3, threshold=0.2),
+    ),
+    "rms_unit_normalization": lambda: seq(
+        (4, 6),
+        L.Dense(6),
+        L.UnitNormalization(),
+        L.Dense(5, bias_initializer="random_normal"),
+        L.RMSNormalization(),
+        L.Dense(3),
+        L.RMSNormalization(axis=[1, 2], epsilon=1e-3),
+        L.UnitNormalization(axis=[1, 2]),
+    ),
     "prelu": lambda: seq(
         (4, 4, 3), L.Conv2D(3, 1), L.PReLU(shared_axes=[1, 2], alpha_initializer="random_normal")
     ),

@@ -47,7 +47,31 @@ def activation_layer(b: Builder, node: GraphNode) -> None:
         b.assign(mod, ref=node.outputs[0], layout=x.layout, reuse=x, hint=layer.name)
 
 
-@register("ReLU", family="activation", torch="nn.ReLU / nn.ReLU6 / nn.LeakyReLU / nn.Hardtanh")
+KERAS_RELU = '''
+class KerasReLU(nn.Module):
+    """Keras' ReLU with a threshold, a maximum and a negative slope, in Keras' order: x above
+    the threshold (else 0), clipped to [0, max_value], minus the slope times how far below
+    the threshold x is."""
+
+    def __init__(self, max_value=None, negative_slope=0.0, threshold=0.0):
+        super().__init__()
+        self.max_value, self.negative_slope, self.threshold = (max_value, negative_slope,
+                                                               threshold)
+
+    def forward(self, x):
+        y = (torch.where(x > self.threshold, x, torch.zeros_like(x)) if self.threshold
+             else torch.relu(x))
+        if self.max_value is not None:
+            y = torch.clamp(y, 0.0, self.max_value)
+        if self.negative_slope:
+            y = y - self.negative_slope * torch.relu(self.threshold - x)
+        return y
+'''
+
+
+@register("ReLU", family="activation",
+          torch="nn.ReLU / nn.ReLU6 / nn.LeakyReLU / nn.Hardtanh / KerasReLU",
+          notes="threshold, max_value and negative_slope in any combination")
 def relu_layer(b: Builder, node: GraphNode) -> None:
     c = cfg(node.layer)
     x = b.input(node)
@@ -56,16 +80,16 @@ def relu_layer(b: Builder, node: GraphNode) -> None:
         float(c.get("negative_slope") or 0),
         float(c.get("threshold") or 0),
     )
-    if th != 0:
-        raise Unsupported("ReLU with a non-zero threshold is not translated")
-    if mv is None and slope == 0:
+    if th != 0 or (mv is not None and slope != 0):
+        b.helper("KerasReLU", KERAS_RELU)
+        ctor = (f"KerasReLU(max_value={'None' if mv is None else num(mv)}, "
+                f"negative_slope={num(slope)}, threshold={num(th)})")
+    elif mv is None and slope == 0:
         ctor = "nn.ReLU()"
     elif mv is not None and slope == 0:
         ctor = "nn.ReLU6()" if float(mv) == 6.0 else f"nn.Hardtanh(0.0, {num(mv)})"
-    elif mv is None:
-        ctor = f"nn.LeakyReLU({num(slope)})"
     else:
-        raise Unsupported("ReLU with both max_value and negative_slope is not translated")
+        ctor = f"nn.LeakyReLU({num(slope)})"
     _module_call(b, node, ctor, x)
 
 

@@ -134,3 +134,49 @@ def layer_norm(b: Builder, node: GraphNode) -> None:
     else:
         raise Unsupported("LayerNormalization with center=True, scale=False is not translated")
     b.assign(f"self.{attr}({x.var})", ref=node.outputs[0], layout="last", reuse=x, hint=layer.name)
+
+
+def _trailing_axes(node: GraphNode, axis) -> list[int]:
+    """The axes a normalization runs over, as non-negative indices, if they are the trailing
+    ones (the channel-last layout's); else Unsupported, naming them."""
+    rank = len(node.inputs[0].shape) + 1
+    axes = sorted(a % rank for a in (axis if isinstance(axis, (list, tuple)) else [axis]))
+    if axes != list(range(rank - len(axes), rank)) or 0 in axes:
+        raise Unsupported(f"{type(node.layer).__name__} over axes {axis} (not the trailing "
+                          "axes)")
+    return axes
+
+
+@register(
+    "RMSNormalization",
+    family="normalization",
+    torch="nn.RMSNorm",
+    notes="trailing axes; x * rsqrt(mean(x^2) + epsilon) * scale, epsilon from Keras (1e-6)",
+)
+def rms_norm(b: Builder, node: GraphNode) -> None:
+    layer, c = node.layer, cfg(node.layer)
+    axes = _trailing_axes(node, c.get("axis", -1))
+    x = b.input(node, 0, "last")
+    shape = tuple(int(x.shape[a - 1]) for a in axes)
+    nshape = str(shape[0]) if len(shape) == 1 else str(shape)
+    attr = b.add_module(layer, f"nn.RMSNorm({nshape}, eps={num(c.get('epsilon', 1e-6))})")
+    b.weight(layer, layer.scale, f"{attr}.weight", arr(layer.scale), "as is (scale)")
+    b.init_line(f"nn.init.ones_(self.{attr}.weight)")
+    b.assign(f"self.{attr}({x.var})", ref=node.outputs[0], reuse=x, hint=layer.name)
+
+
+@register(
+    "UnitNormalization",
+    family="normalization",
+    torch="x * min(rsqrt(sum(x^2)), 1e12)",
+    notes="trailing axes; Keras' L2 normalization with its 1e-12 floor on the norm",
+)
+def unit_norm(b: Builder, node: GraphNode) -> None:
+    axes = _trailing_axes(node, cfg(node.layer).get("axis", -1))
+    x = b.input(node, 0, "last")
+    dims = tuple(a - len(node.inputs[0].shape) - 1 for a in axes)  # negative: trailing
+    dim = str(dims[0]) if len(dims) == 1 else str(dims)
+    b.map_functional(node.layer)
+    b.assign(f"{x.var} * torch.clamp(torch.rsqrt(({x.var} * {x.var}).sum({dim}, keepdim=True)),"
+             " max=1e12)", ref=node.outputs[0], layout=x.layout, reuse=x,
+             hint=node.layer.name)
