@@ -16,6 +16,7 @@ with every surviving mutant's diff, the list that ``docs/testing.md`` answers.
 from __future__ import annotations
 
 import argparse
+import ast
 import importlib.metadata
 import json
 import os
@@ -88,19 +89,46 @@ def _module(copy: Path, module: str, tests: list[str]) -> dict[str, Any]:
     subprocess.run([cr, "exec", str(config), str(session)], cwd=copy, check=True,
                    capture_output=True, env=_env(copy))
     return {"name": module, "tests": tests, "baseline_seconds": round(baseline_s, 1),
-            **_tally(session)}
+            **_tally(session, (copy / module).read_text())}
 
 
-def _tally(session: Path) -> dict[str, Any]:
+def annotation_spans(source: str) -> list[tuple[tuple[int, int], tuple[int, int]]]:
+    """(start, end) positions, as (line, column), of every type annotation in ``source``.
+    Under ``from __future__ import annotations`` (every module of ours) an annotation is a
+    string never evaluated: a mutant inside one (``X | None`` -> ``X + None``) changes nothing
+    a test could see. Such mutants are counted as equivalent, not as survivors."""
+    spans = []
+    for node in ast.walk(ast.parse(source)):
+        found = []
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.returns:
+            found.append(node.returns)
+        elif isinstance(node, ast.arg) and node.annotation:
+            found.append(node.annotation)
+        elif isinstance(node, ast.AnnAssign):
+            found.append(node.annotation)
+        spans += [((a.lineno, a.col_offset), (a.end_lineno or a.lineno, a.end_col_offset or 0))
+                  for a in found]
+    return spans
+
+
+def _in_annotation(pos: tuple[int, int], spans: list) -> bool:
+    return any(start <= tuple(pos) <= end for start, end in spans)
+
+
+def _tally(session: Path, source: str) -> dict[str, Any]:
     from cosmic_ray.work_db import WorkDB, use_db
     from cosmic_ray.work_item import TestOutcome, WorkerOutcome
 
-    counts = {"mutants": 0, "killed": 0, "survived": 0, "timeout": 0, "incompetent": 0}
+    counts = {"mutants": 0, "killed": 0, "survived": 0, "timeout": 0, "incompetent": 0,
+              "equivalent": 0}
     survivors = []
+    spans = annotation_spans(source)
     with use_db(str(session), WorkDB.Mode.open) as db:
         for item, result in db.completed_work_items:
             counts["mutants"] += 1
-            if result.worker_outcome == WorkerOutcome.ABNORMAL:
+            if _in_annotation(item.mutations[0].start_pos, spans):
+                counts["equivalent"] += 1
+            elif result.worker_outcome == WorkerOutcome.ABNORMAL:
                 counts["timeout"] += 1  # the test command ran past its timeout: caught
             elif result.test_outcome == TestOutcome.KILLED:
                 counts["killed"] += 1
@@ -147,12 +175,15 @@ def main(argv: list[str] | None = None) -> int:
     md = ["# Mutation testing (cosmic-ray)", "",
           f"Overall score: {summary['score']} ({caught} of {total} mutants caught); lowest "
           f"module: {summary['lowest']}.", "",
-          "| module | mutants | killed | timeout | survived | incompetent | score | tests |",
-          "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+          "Equivalent: mutants inside type annotations, never evaluated under `from __future__ "
+          "import annotations` (not in the score).", "",
+          "| module | mutants | killed | timeout | survived | equivalent | incompetent | score "
+          "| tests |",
+          "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     md += [f"| {r['name']} | {r.get('mutants', '-')} | {r.get('killed', '-')} | "
-           f"{r.get('timeout', '-')} | {r.get('survived', '-')} | {r.get('incompetent', '-')} "
-           f"| {r.get('score', r.get('error'))} | {', '.join(r.get('tests', []))} |"
-           for r in rows]
+           f"{r.get('timeout', '-')} | {r.get('survived', '-')} | {r.get('equivalent', '-')} | "
+           f"{r.get('incompetent', '-')} | {r.get('score', r.get('error'))} | "
+           f"{', '.join(r.get('tests', []))} |" for r in rows]
     for r in rows:
         for s in r.get("survivors", []):
             md += ["", f"### survived: {r['name']}:{s['line']} ({s['operator']})", "",

@@ -78,3 +78,24 @@ def test_hints_and_keeps_are_the_iteration_s_own_and_serialised_whole():
     assert (d["n"], d["agent"], d["score"]) == (4, "rules", 1.6)
     assert d["candidate"]["files"] == {"model.py": "x = 2\n"}
     assert d["scorecard"]["verdicts"][0]["hints"][0]["kind"] == "NAN_LOSS"
+
+
+def test_an_iteration_is_a_record_and_the_journal_finds_it_by_number_only():
+    import dataclasses
+
+    import pytest
+
+    first, third = _it(1, 0.01, [True]), _it(3, 0.02, [True])
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        first.n = 2  # type: ignore[misc]
+    journal = Journal([first, third])  # iteration 2 never got a candidate: not recorded
+    assert journal.get(3) is third
+    with pytest.raises(StopIteration):
+        journal.get(2)  # never "the next one"
+
+
+def test_an_iteration_s_dict_keeps_the_checks_timing():
+    it = _it(1, 0.01, [True])
+    timed = Iteration(1, it.candidate, Scorecard((Verdict("c0", 0, True, True, 1.0,
+                                                          timing={"seconds": 1.5}),)), "rules")
+    assert timed.to_dict()["scorecard"]["verdicts"][0]["timing"] == {"seconds": 1.5}
