@@ -253,6 +253,13 @@ CASES = {
         L.Dense(6),
         L.ReLU(negative_slope=0.3, threshold=0.2),
     ),
+    "einsum_dense": lambda: seq(
+        (4, 6),
+        L.EinsumDense("abc,cd->abd", output_shape=(4, 5), bias_axes="d",
+                      activation="relu"),
+        L.EinsumDense("abc,bcd->ad", output_shape=(3,), bias_axes="d"),
+        L.EinsumDense("ab,bc->ac", output_shape=(2,), kernel_initializer="he_normal"),
+    ),
     "rms_unit_normalization": lambda: seq(
         (4, 6),
         L.Dense(6),
