@@ -260,6 +260,17 @@ CASES = {
         L.EinsumDense("abc,bcd->ad", output_shape=(3,), bias_axes="d"),
         L.EinsumDense("ab,bc->ac", output_shape=(2,), kernel_initializer="he_normal"),
     ),
+    "group_normalization": lambda: seq(
+        (5, 5, 4),
+        L.Conv2D(6, 3, padding="same"),
+        L.GroupNormalization(groups=3, beta_initializer="random_normal",
+                             gamma_initializer="random_normal"),
+        L.Conv2D(4, 1),
+        L.GroupNormalization(groups=-1, center=False),
+        L.Flatten(),
+        L.Dense(8),
+        L.GroupNormalization(groups=2, scale=False, epsilon=1e-5),
+    ),
     "rms_unit_normalization": lambda: seq(
         (4, 6),
         L.Dense(6),

@@ -180,3 +180,32 @@ def unit_norm(b: Builder, node: GraphNode) -> None:
     b.assign(f"{x.var} * torch.clamp(torch.rsqrt(({x.var} * {x.var}).sum({dim}, keepdim=True)),"
              " max=1e12)", ref=node.outputs[0], layout=x.layout, reuse=x,
              hint=node.layer.name)
+
+
+@register(
+    "GroupNormalization",
+    family="normalization",
+    torch="nn.GroupNorm",
+    notes="channel axis last (Keras' default); groups, epsilon (1e-3), center and scale",
+)
+def group_norm(b: Builder, node: GraphNode) -> None:
+    layer, c = node.layer, cfg(node.layer)
+    rank = len(node.inputs[0].shape) + 1
+    if c.get("axis", -1) % rank != rank - 1:
+        raise Unsupported(f"GroupNormalization over axis {c.get('axis')} (not the channels, "
+                          "last)")
+    x = b.input(node, 0, "last" if rank == 2 else "first")
+    ch, groups = int(node.inputs[0].shape[-1]), int(c["groups"])
+    groups = ch if groups == -1 else groups
+    attr = b.add_module(layer, f"nn.GroupNorm({groups}, {ch}, eps={num(c.get('epsilon', 1e-3))})")
+    for flag, key, var, fixed in (("scale", "weight", "gamma", 1.0), ("center", "bias", "beta",
+                                                                      0.0)):
+        if c.get(flag, True):
+            b.weight(layer, getattr(layer, var), f"{attr}.{key}", arr(getattr(layer, var)),
+                     f"as is ({var})")
+        else:
+            b.extra_tensor(f"{attr}.{key}", np.full(ch, fixed), f"Keras {flag}=False: {var} "
+                                                                 f"fixed at {fixed:g}")
+            b.init_extra.append(f"self.{attr}.{key}.requires_grad_(False)  # Keras {flag}=False")
+    b.assign(f"self.{attr}({x.var})", ref=node.outputs[0], layout=x.layout, reuse=x,
+             hint=layer.name)
