@@ -474,6 +474,9 @@ def translate(model: Any, *, class_name: str | None = None) -> Translation:
     for v in missing:
         b.note(f"Keras weight {v.path} has no torch counterpart")
 
+    while name in b.helpers:  # a model named after a helper class ("dot_attention")
+        name += "Model"
+    b.class_name = name
     source = _render(b, forward_sig, returns, model)
     source = _format(source)
     recipe = keras_fit_config(model)

@@ -229,6 +229,7 @@ CASES = {
     "lstm_return_state": lambda: _lstm_state(),
     "mha_self_causal": lambda: _mha(causal=True),
     "mha_cross_key": lambda: _mha(cross=True),
+    "dot_attention": lambda: _dot_attention(),
     "activation_layers": lambda: seq(
         (6,),
         L.ReLU(),
@@ -374,6 +375,18 @@ def _mha(causal=False, cross=False):
         return keras.Model([q, v, k], y, name="mha_cross")
     y = L.MultiHeadAttention(2, 4, output_shape=6)(q, q, use_causal_mask=causal)
     return keras.Model(q, y, name="mha_self")
+
+
+def _dot_attention():
+    """Keras' Attention: self, causal and scaled; cross with a key; concat scores, with the
+    attention weights as a second output."""
+    q, v, k = keras.Input((5, 4)), keras.Input((3, 4)), keras.Input((3, 4))
+    x = L.Dense(4)(q)
+    own = L.Attention(use_scale=True)([x, x], use_causal_mask=True)
+    cross = L.Attention()([x, v, k])
+    out, weights = L.Attention(score_mode="concat", use_scale=True)(
+        [own, cross], return_attention_scores=True)
+    return keras.Model([q, v, k], [L.Dense(2)(out), weights], name="dot_attention")
 
 
 def _pad_1d_3d():
@@ -690,6 +703,13 @@ def test_an_explicit_mask_is_honoured_or_flagged_never_ignored():
     t = translate(model)
     assert [u.name for u in t.unsupported] == ["pool"]
     assert "explicit mask= argument" in t.unsupported[0].reason
+
+
+def test_a_model_named_like_a_helper_class_gets_its_own_class_name():
+    t = translate(_dot_attention())  # the model "dot_attention", the helper DotAttention
+    assert t.class_name == "DotAttentionModel"
+    assert "class DotAttention(nn.Module):" in t.source
+    assert "class DotAttentionModel(nn.Module):" in t.source
 
 
 def test_gru_reset_before_is_unsupported():

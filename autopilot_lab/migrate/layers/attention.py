@@ -1,4 +1,4 @@
-"""The rule for MultiHeadAttention."""
+"""The rules for MultiHeadAttention and Attention."""
 
 from __future__ import annotations
 
@@ -115,6 +115,82 @@ def multi_head_attention(b: Builder, node: GraphNode) -> None:
         call_args.append("causal=True")
     expr = f"self.{attr}({', '.join(call_args)})"
     if call.get("return_attention_scores"):
+        out, scores = b.fresh_var(layer.name), b.fresh_var(f"{layer.name}_scores")
+        b.emit(f"{out}, {scores} = {expr}")
+        b.bind(node.outputs[0], out)
+        b.bind(node.outputs[1], scores)
+    else:
+        b.assign(f"{expr}[0]", ref=node.outputs[0], reuse=q, hint=layer.name)
+
+
+KERAS_ATTENTION = '''
+class DotAttention(nn.Module):
+    """Keras' Attention (Luong, score_mode "dot") and its "concat" (Bahdanau-style) score:
+    softmax over the value steps of the query-key scores, a causal mask by subtracting 1e9 as
+    Keras does, dropout on the weights in training."""
+
+    def __init__(self, use_scale=False, concat=False, dropout=0.0):
+        super().__init__()
+        self.scale = nn.Parameter(torch.ones(())) if use_scale else None
+        self.concat_score_weight = nn.Parameter(torch.ones(())) if concat else None
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, query, value, key=None, causal=False):
+        key = value if key is None else key
+        if self.concat_score_weight is None:
+            scores = query @ key.transpose(-2, -1)
+            if self.scale is not None:
+                scores = scores * self.scale
+        else:
+            summed = query.unsqueeze(-2) + key.unsqueeze(-3)
+            if self.scale is not None:
+                summed = self.scale * summed
+            scores = self.concat_score_weight * torch.tanh(summed).sum(-1)
+        if causal:
+            steps = torch.ones(scores.shape[-2:], dtype=torch.bool, device=scores.device)
+            scores = torch.where(steps.tril(), scores, scores - 1e9)
+        weights = self.dropout(torch.softmax(scores, dim=-1))
+        return weights @ value, weights
+'''
+
+
+@register(
+    "Attention",
+    family="attention",
+    torch="DotAttention",
+    notes="[query, value] or [query, value, key] of rank 3; score_mode dot or concat, "
+    "use_scale, dropout, use_causal_mask, return_attention_scores; masks are flagged",
+)
+def dot_attention(b: Builder, node: GraphNode) -> None:
+    layer, c = node.layer, cfg(node.layer)
+    if c.get("score_mode", "dot") not in ("dot", "concat"):
+        raise Unsupported(f"Attention score_mode={c.get('score_mode')!r}")
+    refs = list(node.inputs)
+    if len(refs) not in (2, 3) or any(len(r.shape) != 2 for r in refs):
+        raise Unsupported("Attention on inputs that are not [query, value(, key)] of shape "
+                          "(batch, steps, features)")
+    q, v = b.value(refs[0], "last"), b.value(refs[1], "last")
+    b.helper("DotAttention", KERAS_ATTENTION)
+    args = []
+    if c.get("use_scale"):
+        args.append("use_scale=True")
+    if c.get("score_mode") == "concat":
+        args.append("concat=True")
+    if c.get("dropout"):
+        args.append(f"dropout={num(c['dropout'])}")
+    attr = b.add_module(layer, f"DotAttention({', '.join(args)})")
+    if layer.scale is not None:
+        b.weight(layer, layer.scale, f"{attr}.scale", arr(layer.scale), "as is")
+    if layer.concat_score_weight is not None:
+        b.weight(layer, layer.concat_score_weight, f"{attr}.concat_score_weight",
+                 arr(layer.concat_score_weight), "as is")
+    call_args = [q.var, v.var]
+    if len(refs) == 3 and refs[2].key != refs[1].key:
+        call_args.append(f"key={b.value(refs[2], 'last').var}")
+    if node.kwargs.get("use_causal_mask"):
+        call_args.append("causal=True")
+    expr = f"self.{attr}({', '.join(call_args)})"
+    if node.kwargs.get("return_attention_scores"):
         out, scores = b.fresh_var(layer.name), b.fresh_var(f"{layer.name}_scores")
         b.emit(f"{out}, {scores} = {expr}")
         b.bind(node.outputs[0], out)
