@@ -189,12 +189,43 @@ def _check_graph_model(model: Any, *, where: str) -> Any:
                 f"Sequential model {model.name!r} ({where}) is not built: its input shape is "
                 f"unknown; start it with keras.Input(shape) or call model.build((None, ...))"
             )
-        raise MigrationError(
-            f"model {model.name!r} ({where}) is a subclassed keras.Model ({type(model).__name__})"
-            f" whose call() is Python code, not a layer graph, so it cannot be traced; rebuild "
-            f"it with the functional API (keras.Input -> layers -> keras.Model(inputs, outputs))"
-        )
+        return _traced(model, where)
     return model
+
+
+def _traced(model: Any, where: str) -> Any:
+    """A subclassed model as the layer graph its call() builds on a symbolic input: the same
+    layer objects (and weights), called as call() calls them, and the ops between them. A
+    call() that is not traceable (Python decisions on tensor values, several inputs) ends in
+    a MigrationError that says what failed and what to do."""
+    keras = _keras()
+    cls = type(model).__name__
+    shapes = list((getattr(model, "_build_shapes_dict", None) or {}).values())
+    if len(shapes) != 1 or not isinstance(shapes[0], (tuple, list)) or not shapes[0] or \
+            isinstance(shapes[0][0], (tuple, list)):
+        built = getattr(model, "built", False)
+        raise MigrationError(
+            f"model {model.name!r} ({where}) is a subclassed keras.Model ({cls}) "
+            + ("with several inputs, which are not traced yet" if shapes else
+               "whose call() could not be traced into a layer graph when Keras built it (it "
+               "recorded no input shape: a Python decision on a tensor's value?)" if built else
+               "that was never called, so its input shape is unknown; call it once on a batch "
+               "(model(x)) and pass it again")
+            + "; or rebuild it with the functional API (keras.Input -> layers -> "
+            "keras.Model(inputs, outputs)), or let --agent llm port its call()")
+    try:
+        inp = keras.Input(tuple(shapes[0][1:]), name="inputs")
+        graph = keras.Model(inp, model.call(inp), name=model.name)
+    except Exception as exc:  # noqa: BLE001 - whatever call() does on a symbolic tensor
+        raise MigrationError(
+            f"model {model.name!r} ({where}) is a subclassed keras.Model ({cls}) whose call() "
+            f"could not be traced into a layer graph ({type(exc).__name__}: "
+            f"{str(exc)[:300]}); rebuild it with the functional API, or let --agent llm port "
+            f"its call()") from None
+    if getattr(model, "compiled", False):
+        graph.compile(optimizer=model.optimizer, loss=model.loss)
+    graph._autopilot_traced_from = cls  # the translation says so in its notes
+    return graph
 
 
 def _functional_of(model: Any) -> Any:

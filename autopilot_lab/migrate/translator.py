@@ -474,6 +474,10 @@ def translate(model: Any, *, class_name: str | None = None) -> Translation:
     for v in missing:
         b.note(f"Keras weight {v.path} has no torch counterpart")
 
+    traced = getattr(model, "_autopilot_traced_from", None)
+    if traced:
+        b.note(f"translated from the layer graph that {traced}.call() builds on a symbolic "
+               "input (a subclassed model): the same layers and weights")
     while name in b.helpers:  # a model named after a helper class ("dot_attention")
         name += "Model"
     b.class_name = name

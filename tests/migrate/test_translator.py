@@ -639,17 +639,38 @@ def test_missing_file_raises_migration_error(tmp_path):
         load_keras_model(tmp_path)
 
 
-def test_subclassed_model_raises_migration_error():
-    class Net(keras.Model):
-        def __init__(self):
-            super().__init__()
-            self.d = L.Dense(2)
+class _Subclassed(keras.Model):
+    """A subclassed model whose call() is layers and ops: traceable."""
 
-        def call(self, x):
-            return self.d(x)
+    def __init__(self, branchy=False):
+        super().__init__(name="subclassed_net")
+        self.hidden = L.Dense(8, activation="relu")
+        self.norm = L.LayerNormalization()
+        self.out = L.Dense(3)
+        self.branchy = branchy
 
-    with pytest.raises(MigrationError, match="subclassed"):
-        translate(Net())
+    def call(self, x):
+        h = self.norm(self.hidden(x))
+        if self.branchy and bool(keras.ops.sum(h) > 0):  # a decision on a tensor's value
+            h = h * 2.0
+        return self.out(h) * 0.5 + 1.0
+
+
+def test_a_subclassed_model_is_translated_through_the_graph_its_call_builds():
+    model = _Subclassed()
+    model(np.zeros((2, 5), "float32"))  # built by a call, as subclassed models are
+    t, net, err = assert_matches(model, [np.random.default_rng(0).normal(
+        size=(4, 5)).astype("float32")])
+    assert t.class_name == "SubclassedNet" and any("_Subclassed.call()" in n for n in t.notes)
+
+
+def test_a_subclassed_model_that_cannot_be_traced_says_why_and_what_to_do():
+    with pytest.raises(MigrationError, match="never called, so its input shape is unknown"):
+        translate(_Subclassed())
+    branchy = _Subclassed(branchy=True)
+    branchy(np.ones((2, 5), "float32"))
+    with pytest.raises(MigrationError, match=r"could not be traced .*--agent llm"):
+        translate(branchy)
     with pytest.raises(MigrationError, match="not built"):
         translate(keras.Sequential([L.Dense(2)]))
 
