@@ -152,8 +152,10 @@ def label(verdict: dict[str, Any]) -> str:
 
 
 def _json_default(o: Any) -> Any:
-    if hasattr(o, "item"):  # numpy / torch scalars
-        return o.item()
+    """numpy / torch values in evidence: scalars as numbers, arrays as (nested) lists (an
+    array has .item() too, which only a single element allows)."""
     if hasattr(o, "tolist"):
         return o.tolist()
+    if hasattr(o, "item"):
+        return o.item()
     raise TypeError(f"not JSON serializable: {type(o).__name__}")

@@ -99,3 +99,58 @@ def test_an_iteration_s_dict_keeps_the_checks_timing():
     timed = Iteration(1, it.candidate, Scorecard((Verdict("c0", 0, True, True, 1.0,
                                                           timing={"seconds": 1.5}),)), "rules")
     assert timed.to_dict()["scorecard"]["verdicts"][0]["timing"] == {"seconds": 1.5}
+
+
+# ---- the scorecard: the one score formula and what follows from it -----------------------
+
+
+def test_a_scorecard_finds_a_check_by_its_name_and_reads_targets_from_scored_checks():
+    gate = Verdict("build", 1, True, True, 1.0, evidence={"target_met": False})  # ignored
+    soft = Verdict("metric", 5, False, True, 0.9, evidence={"target_met": False})
+    other = Verdict("stability", 4, False, True, 0.8)
+    card = Scorecard((gate, other, soft))
+    assert card.verdict("metric") is soft and card.verdict("build") is gate
+    assert card.verdict("parity") is None
+    assert not card.targets_met  # the scored metric check says its target is not met
+    met = Scorecard((gate, other))
+    assert met.targets_met  # a gate's own evidence does not decide targets
+    failed = Scorecard((Verdict("build", 1, True, False, 0.0), other))
+    assert not failed.targets_met  # no target is met behind a failed gate
+
+
+def test_labels_say_pass_fail_or_not_applicable():
+    assert Verdict("a", 1, True, True, 1.0).label == "pass"
+    assert Verdict("a", 1, True, False, 0.0).label == "FAIL"
+    na = Verdict("train_script", 2, True, True, 1.0, evidence={"not_applicable": "no file"})
+    assert na.label == "n/a"
+
+
+def test_score_rounding_floor_and_canonical_json():
+    import dataclasses
+    import json
+
+    import numpy as np
+    import pytest
+
+    third = Scorecard((Verdict("g", 1, True, True, 1.0), Verdict("s", 5, False, True, 1 / 3)))
+    assert third.score == 1.333333 and third.to_dict()["verdicts"][1]["score"] == 0.333333
+    assert Scorecard((Verdict("g", 1, True, True, 1.0),
+                      Verdict("s", 5, False, False, -0.5))).quality == 0.0  # never below 0
+    v = Verdict("s", 5, False, True, 0.5, evidence={"zeta": np.float32(1.5),
+                                                     "alpha": np.array([1, 2])},
+                timing={"seconds": 3.0})
+    text = v.to_json()
+    assert json.loads(text)["evidence"] == {"alpha": [1, 2], "zeta": 1.5}
+    assert text == json.dumps(json.loads(text), sort_keys=True)  # keys sorted: canonical
+    assert "timing" not in v.to_dict() and v.to_dict(True)["timing"] == {"seconds": 3.0}
+    assert v == dataclasses.replace(v, timing={"seconds": 9.0})  # timing is not identity
+    card = Scorecard((v,))
+    assert card.to_json() == json.dumps(json.loads(card.to_json()), sort_keys=True)
+    assert "timing" not in card.to_dict()["verdicts"][0]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        v.score = 1.0  # type: ignore[misc]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        card.skipped = ()  # type: ignore[misc]
+    again = Scorecard.from_dict(card.to_dict(True))
+    assert again == card and Verdict.from_dict(v.to_dict()) == v
+    assert again.hints == [] and again.keeps == []
