@@ -47,6 +47,8 @@ REDACTED = "[redacted]"
 TEXT_TYPES = {".md": "text/plain", ".py": "text/plain", ".txt": "text/plain",
               ".json": "application/json", ".csv": "text/csv", ".log": "text/plain"}
 BENCHMARK_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+# written by autopilot_lab.jupyter.runner.record_notebook (not imported: it pulls in the loop)
+NOTEBOOK_ARTIFACT = "notebook.json"
 
 
 class ConsoleHandler(APIHandler):
@@ -124,7 +126,8 @@ class RunHandler(ConsoleHandler):
         store = self.console.require_store()
         spec = {k: v for k, v in run["spec"].items() if k != "source"}
         self.reply({**run_view(self.console, run), "spec": spec,
-                    "llm": store.llm_totals(run_id), "errors": error_log(store, run)})
+                    "llm": store.llm_totals(run_id), "errors": error_log(store, run),
+                    "notebook": notebook_of(store, run), "notes": notes_view(store, run_id)})
 
 
 class IterationsHandler(ConsoleHandler):
@@ -368,6 +371,28 @@ def iterations_view(store: Any, run_id: str) -> list[dict[str, Any]]:
             "parent": cand.parent if cand else None,
         })
     return out
+
+
+def notes_view(store: Any, run_id: str) -> list[dict[str, Any]]:
+    """The user's free-text notes (the notebook panel's "Add hint"), oldest first."""
+    return [{"iteration": d["iteration"], "text": d["text"].strip(), "at": d["at"]}
+            for d in store.decisions(run_id)
+            if d["decision"] == "note" and (d["text"] or "").strip()]
+
+
+def notebook_of(store: Any, run: dict[str, Any]) -> str | None:
+    """The path of the notebook whose kernel started (or last resumed) the run, from the
+    ``notebook.json`` artifact the notebook runner records (``None`` for a run started
+    elsewhere: the CLI, a script, a kernel outside Jupyter Server)."""
+    if not any(a["path"] == NOTEBOOK_ARTIFACT and a["kind"] == "origin"
+               for a in store.artifacts(run["id"])):
+        return None
+    try:
+        origin = json.loads((Path(run["folder"]) / NOTEBOOK_ARTIFACT).read_text())
+    except (OSError, ValueError):
+        return None
+    notebook = origin.get("notebook") if isinstance(origin, dict) else None
+    return notebook if isinstance(notebook, str) and notebook else None
 
 
 def error_log(store: Any, run: dict[str, Any]) -> list[dict[str, Any]]:

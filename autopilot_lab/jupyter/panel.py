@@ -279,6 +279,24 @@ class RunPanel:
         if n is None:
             return
         hints = self.iteration_hints[n]
+        decisions = self._render_caption(n, hints)
+        cells: list[widgets.Widget] = [widgets.HTML(f"<b>{c}</b>") for c in HINT_COLUMNS]
+        for hint in hints:
+            cells += [widgets.HTML(f"<b>{hint.kind.name}</b>"),
+                      widgets.HTML(hint.priority.name),
+                      # the check and what it measured (a METRIC_GAP's metric and split)
+                      widgets.HTML(_wrap(f"{_esc(hint.check)}<br><small>"
+                                         f"{_esc(hint.metric)}</small>")),
+                      widgets.HTML(_wrap(_cell(hint.observed))),
+                      widgets.HTML(_wrap(_cell(hint.expected))),
+                      widgets.HTML(_wrap(_esc(hint.suggestion))),
+                      widgets.HTML(_esc(decisions.get(hint.key) or "-")) if self.ended
+                      else self._decision_cell(n, hint, decisions.get(hint.key))]
+        _replace_children(self.hints_table, cells)
+
+    def _render_caption(self, n: int, hints: list[Hint]) -> dict[str, str]:
+        """The caption above the hints: what the agent gets next, and a warning before the
+        last open hint is rejected. Returns the decisions it read."""
         latest = n == max(self.iteration_hints)
         where = f"iteration {n}" + ("" if latest else ", the best so far")
         if self.ended:
@@ -297,19 +315,7 @@ class RunPanel:
                 "ends with budget left" if open_hints else
                 "every hint is rejected: the agent has nothing to act on, and the run ends "
                 "with budget left unless you add a hint below") + "</span>"
-        cells: list[widgets.Widget] = [widgets.HTML(f"<b>{c}</b>") for c in HINT_COLUMNS]
-        for hint in hints:
-            cells += [widgets.HTML(f"<b>{hint.kind.name}</b>"),
-                      widgets.HTML(hint.priority.name),
-                      # the check and what it measured (a METRIC_GAP's metric and split)
-                      widgets.HTML(_wrap(f"{_esc(hint.check)}<br><small>"
-                                         f"{_esc(hint.metric)}</small>")),
-                      widgets.HTML(_wrap(_cell(hint.observed))),
-                      widgets.HTML(_wrap(_cell(hint.expected))),
-                      widgets.HTML(_wrap(_esc(hint.suggestion))),
-                      widgets.HTML(_esc(decisions.get(hint.key) or "-")) if self.ended
-                      else self._decision_cell(n, hint, decisions.get(hint.key))]
-        _replace_children(self.hints_table, cells)
+        return decisions
 
     def _decision_cell(self, n: int, hint: Hint, decided: str | None) -> widgets.Widget:
         accept = widgets.Button(description="Accept", tooltip=hint.key,
@@ -329,7 +335,9 @@ class RunPanel:
                 show(decision)
                 self.message.value = f"{decision}ed {html.escape(hint.kind.name)} " \
                                      f"({_esc(hint.key)})"
-                self._render_hints()  # the caption says what is left for the agent
+                # the caption says what is left for the agent; the buttons stay (a re-render
+                # would replace the widget the user just clicked)
+                self._render_caption(n, self.iteration_hints[n])
             return self._guard(click)
 
         accept.on_click(decide("accept"))

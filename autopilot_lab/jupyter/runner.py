@@ -34,6 +34,9 @@ from autopilot_lab.store import Store
 
 DECISIONS = ("accept", "reject")
 NOTE_KEY = ""  # a free-text note concerns the run, not one hint
+# Jupyter Server starts a notebook's kernel with the notebook's path in this variable
+NOTEBOOK_ENV = "JPY_SESSION_NAME"
+NOTEBOOK_ARTIFACT = "notebook.json"  # read by autopilot_lab.jupyter.handlers.notebook_of
 
 
 # ---- objectives: what each one takes as its model ----------------------------------------
@@ -153,6 +156,7 @@ class NotebookRun:
         self.loop, self.run_id = loop, loop.run_id
         with _LOCK:
             _RUNS[loop.run_id] = self
+        record_notebook(self.store, loop.run_id)
         self.panel.start(loop.run_id, loop.objective.ladder().names)
         self._ready.set()
 
@@ -255,6 +259,19 @@ class NotebookRun:
     def __repr__(self) -> str:
         return f"NotebookRun(run_id={self.run_id!r}, objective={self.objective!r}, " \
                f"status={self.status!r})"
+
+
+def record_notebook(store: Store, run_id: str) -> str | None:
+    """Record which notebook runs ``run_id`` (its path, as Jupyter Server gives it to the
+    kernel), so that the console names the notebook rather than a kernel id; a resumed run
+    records the notebook that resumed it. Returns the path, or ``None`` in a kernel that no
+    Jupyter Server session started (nbclient, a console, plain IPython)."""
+    path = os.environ.get(NOTEBOOK_ENV, "").strip()
+    if not path:
+        return None
+    store.write_artifact(run_id, NOTEBOOK_ARTIFACT,
+                         json.dumps({"notebook": path, "pid": os.getpid()}), kind="origin")
+    return path
 
 
 _RUNS: dict[str, NotebookRun] = {}

@@ -44,10 +44,28 @@ export interface ErrorEntry {
   message: string;
 }
 
+/** A free-text note of the user's (the notebook panel's "Add hint"). */
+export interface Note {
+  iteration: number;
+  text: string;
+  at: string;
+}
+
 export interface RunDetail extends Run {
   spec: Record<string, unknown>;
   llm: { requests: number; failed: number; prompt_tokens: number; completion_tokens: number };
   errors: ErrorEntry[];
+  /** The path of the notebook whose kernel started (or last resumed) the run, if any. */
+  notebook: string | null;
+  notes: Note[];
+}
+
+/** A candidate's code, as ``iterations/N/code`` gives it. */
+export interface Code {
+  iteration: number;
+  files: Record<string, string>;
+  main: string;
+  recipe: Record<string, unknown>;
 }
 
 export interface Sandbox {

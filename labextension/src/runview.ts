@@ -10,6 +10,7 @@ import {
   apiUrl,
   Artifact,
   CheckResult,
+  Code,
   Diff,
   Exchange,
   get,
@@ -45,7 +46,10 @@ export class RunView extends Widget {
   });
   private readonly charts = section('Score progression', 'ap-charts-section');
   private readonly ladder = section('Ladder', 'ap-ladder');
+  private readonly best = section('Best candidate', 'ap-best');
+  private readonly bestCode = h('div', { className: 'ap-best-code' });
   private readonly hints = section('Hints by iteration', 'ap-hints');
+  private readonly notes = section('Your notes', 'ap-notes');
   private readonly diff = section('Code diff', 'ap-diff');
   private readonly sandbox = section('Sandbox outcomes', 'ap-sandbox');
   private readonly errors = section('Errors', 'ap-errors');
@@ -63,6 +67,8 @@ export class RunView extends Widget {
   private timer = 0;
   private diffShown = false;
   private watchUntil = 0;
+  /** The iteration whose code the "Best candidate" section shows. */
+  private bestCodeOf: number | null = null;
 
   constructor(readonly runId: string) {
     super();
@@ -89,9 +95,11 @@ export class RunView extends Widget {
     this.node.append(
       this.head,
       this.message,
+      this.best,
       this.charts,
       this.ladder,
       this.hints,
+      this.notes,
       this.diff,
       this.sandbox,
       this.errors,
@@ -117,6 +125,7 @@ export class RunView extends Widget {
       if (run.changed || its.changed || all) {
         this.iterations = its.data.iterations;
         this.render();
+        await this.renderBestCode();
         await this.renderExtras(all);
         if (!this.diffShown && this.iterations.length > 1) {
           this.diffShown = true;
@@ -147,9 +156,11 @@ export class RunView extends Widget {
     const focused = (document.activeElement as HTMLElement | null)?.dataset?.focusKey;
     this.title.label = `${run.model ?? run.objective} · ${run.id}`;
     this.renderHead(run);
+    this.renderBest(run);
     this.charts.replaceChildren(this.charts.firstChild as Node, scoreCharts(this.iterations));
     this.renderLadder();
     this.renderHints();
+    this.renderNotes(run);
     this.renderDiffChoices();
     this.renderSandbox();
     this.renderErrors(run);
@@ -159,12 +170,16 @@ export class RunView extends Widget {
   }
 
   private renderHead(run: RunDetail): void {
-    const facts: Array<[string, string]> = [
+    // [label, text, tooltip]
+    const facts: Array<[string, string, string?]> = [
       ['objective', run.objective],
       ['model', run.model ?? '–'],
       ['data', run.data ?? '–'],
       ['target', run.target ?? '–'],
       ['agent', run.agent],
+      ...(run.notebook
+        ? [['notebook', fileName(run.notebook), run.notebook] as [string, string, string]]
+        : []),
       ['iterations', `${run.iterations_done} of ${run.max_iters}`],
       [
         'best',
@@ -212,7 +227,10 @@ export class RunView extends Widget {
       h(
         'dl',
         { className: 'ap-facts' },
-        ...facts.flatMap(([k, v]) => [h('dt', {}, k), h('dd', {}, v)])
+        ...facts.flatMap(([k, v, tip]) => [
+          h('dt', {}, k),
+          h('dd', { title: tip, 'data-fact': k }, v)
+        ])
       ),
       h(
         'div',
@@ -221,7 +239,14 @@ export class RunView extends Widget {
         resume,
         h('label', {}, 'up to ', upTo, ' iterations'),
         run.controls.where
-          ? h('span', { className: 'ap-where' }, `runs in ${run.controls.where}`)
+          ? h(
+              'span',
+              { className: 'ap-where', title: run.controls.where },
+              // a kernel id says nothing to a person; the notebook that owns the kernel does
+              run.notebook && run.controls.where.startsWith('kernel ')
+                ? `runs in notebook ${fileName(run.notebook)}`
+                : `runs in ${run.controls.where}`
+            )
           : null,
         run.controls.note ? h('span', { className: 'ap-where' }, run.controls.note) : null
       )
@@ -230,11 +255,15 @@ export class RunView extends Widget {
 
   private renderLadder(): void {
     const checks = ladderOrder(this.iterations);
+    const run = this.detail as RunDetail;
+    // an iteration still pending in a run that ended (interrupted, failed) is not going on:
+    // it has neither "running…" nor a clock that counts
+    const live = (it: Iteration) => it.status === 'pending' && run.status === 'running';
     const rows = this.iterations.map(it => {
       const cells = checks.map(name => {
         const c = it.checks.find(x => x.check === name);
         if (!c) {
-          const label = it.skipped.includes(name) ? 'skipped' : it.status === 'pending' ? '…' : '–';
+          const label = it.skipped.includes(name) ? 'skipped' : live(it) ? '…' : '–';
           return h('td', { className: 'ap-cell-skipped' }, label);
         }
         const outcome = c.sandbox && c.sandbox.status !== 'ok' ? c.sandbox.status : null;
@@ -251,14 +280,24 @@ export class RunView extends Widget {
             : null
         );
       });
+      const best = it.status === 'finished' && it.n === run.best_iteration;
+      const state = live(it)
+        ? 'running…'
+        : it.status === 'pending'
+          ? 'not finished'
+          : [best ? 'best' : '', it.targets_met ? 'targets met' : ''].filter(Boolean).join(' · ');
       return h(
         'tr',
-        {},
+        { className: best ? 'ap-row-best' : '', 'data-iteration': it.n },
         h('th', { scope: 'row' }, `${it.n}`),
         ...cells,
         h('td', { className: 'ap-num' }, score(it.score)),
-        h('td', {}, it.status === 'pending' ? 'running…' : it.targets_met ? 'targets met' : ''),
-        h('td', { className: 'ap-num' }, elapsed(it.started_at, it.duration_s))
+        h('td', { className: 'ap-state' }, state),
+        h(
+          'td',
+          { className: 'ap-num' },
+          it.status === 'pending' && !live(it) ? '–' : elapsed(it.started_at, it.duration_s)
+        )
       );
     });
     this.ladder.replaceChildren(
@@ -297,7 +336,8 @@ export class RunView extends Widget {
             'h4',
             {},
             `Iteration ${it.n}`,
-            it.notes?.repair ? ` · after ${text(it.notes.repair)}` : ''
+            it.notes?.repair ? ` · after ${text(it.notes.repair)}` : '',
+            it.n === this.detail?.best_iteration ? ' · best' : ''
           ),
           h('ul', { className: 'ap-hint-list' }, ...it.hints.map(hint => this.hintItem(it.n, hint)))
         )
@@ -343,9 +383,96 @@ export class RunView extends Widget {
             )
           : null
       ),
-      h('div', {}, `observed ${text(hint.observed)}, expected ${text(hint.expected)}`),
+      hintValues(hint),
       h('div', { className: 'ap-suggestion' }, hint.suggestion),
       h('div', { className: 'ap-hint-actions' }, decide('accept'), decide('reject'))
+    );
+  }
+
+  /** What the run hands back: the best iteration (the run's own choice, journal.rank's
+   * order), its hints and its code. */
+  private renderBest(run: RunDetail): void {
+    const it = this.iterations.find(x => x.n === run.best_iteration && x.status === 'finished');
+    if (!it) {
+      this.best.replaceChildren(
+        this.best.firstChild as Node,
+        h('p', {}, 'No candidate has been scored yet.')
+      );
+      return;
+    }
+    this.best.replaceChildren(
+      this.best.firstChild as Node,
+      h(
+        'p',
+        { className: 'ap-best-line' },
+        h('strong', {}, `Iteration ${it.n}`),
+        `, score ${score(it.score)}`,
+        it.targets_met ? ', targets met' : '',
+        run.status === 'running' ? ' (so far)' : ''
+      ),
+      it.hints.length
+        ? h(
+            'ul',
+            { className: 'ap-best-hints' },
+            ...it.hints.map(hint =>
+              h(
+                'li',
+                {},
+                priorityBadge(hint.priority),
+                ' ',
+                h('strong', {}, hint.kind),
+                ` ${hint.metric}: observed ${text(hint.observed)}, expected ${text(hint.expected)}`
+              )
+            )
+          )
+        : h('p', {}, 'No hints: nothing is short.'),
+      this.bestCode
+    );
+  }
+
+  /** The best iteration's code, fetched when the best changes. */
+  private async renderBestCode(): Promise<void> {
+    const n = this.detail?.best_iteration ?? null;
+    const scored = this.iterations.some(x => x.n === n && x.status === 'finished');
+    if (n === this.bestCodeOf || !scored) {
+      return;
+    }
+    const { data } = await get<Code>(`runs/${this.runId}/iterations/${n}/code`);
+    this.bestCodeOf = n;
+    const names = Object.keys(data.files).sort((a, b) =>
+      a === data.main ? -1 : b === data.main ? 1 : a.localeCompare(b)
+    );
+    this.bestCode.replaceChildren(
+      ...names.map(name =>
+        h(
+          'details',
+          // closed at first: the run's facts and charts stay in view; the main file first
+          { className: 'ap-best-file', 'data-file': name },
+          h('summary', {}, `${name} (iteration ${data.iteration})`),
+          h('pre', {}, data.files[name])
+        )
+      )
+    );
+  }
+
+  /** The user's own hints to the agent (the notebook panel's "Add hint"). */
+  private renderNotes(run: RunDetail): void {
+    this.notes.replaceChildren(
+      this.notes.firstChild as Node,
+      run.notes.length
+        ? h(
+            'ul',
+            { className: 'ap-note-list' },
+            ...run.notes.map(note =>
+              h(
+                'li',
+                { className: 'ap-note' },
+                h('span', { className: 'ap-muted' }, `after iteration ${note.iteration}: `),
+                note.text
+              )
+            )
+          )
+        : h('p', {}, 'No notes. A hint of your own, added in the notebook panel, shows here.')
     );
   }
 
@@ -600,6 +727,29 @@ function describeCheck(c: CheckResult): string {
   const gate = c.hard ? ', gate' : '';
   const time = c.seconds !== null ? `, ${duration(c.seconds)}` : '';
   return `${c.check} (tier ${c.tier}${gate}): ${c.passed ? 'passed' : 'failed'}, score ${score(c.score)}${time}`;
+}
+
+/** A hint's observed and expected values side by side; a long value wraps in its column. */
+function hintValues(hint: Iteration['hints'][number]): HTMLElement {
+  const cell = (label: string, value: unknown) =>
+    h(
+      'div',
+      { className: `ap-hint-value ap-${label}` },
+      h('span', { className: 'ap-label' }, label),
+      ' ',
+      h('span', { className: 'ap-value' }, text(value))
+    );
+  return h(
+    'div',
+    { className: 'ap-hint-values' },
+    cell('observed', hint.observed),
+    cell('expected', hint.expected)
+  );
+}
+
+/** The last segment of a path. */
+function fileName(path: string): string {
+  return path.split(/[\\/]/).pop() || path;
 }
 
 /** An artifact's path with each segment URL-encoded. */

@@ -17,6 +17,7 @@ import textwrap
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,14 +45,17 @@ def seed_runs(home: Path) -> Seeded:
     with Store(home) as store:
         finished = _finished_run(store)
         stopped = _stopped_run(store)
-    interrupted = subprocess.run(
+    return Seeded(finished, stopped, _interrupted_in_child(home))
+
+
+def _interrupted_in_child(home: Path) -> str:
+    return subprocess.run(
         [sys.executable, "-c", textwrap.dedent(f"""
             from tests.console import _interrupted_run
             from autopilot_lab.store import Store
             print(_interrupted_run(Store({str(home)!r})))
         """)], cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, check=True,
         capture_output=True, text=True).stdout.strip()
-    return Seeded(finished, stopped, interrupted)
 
 
 def _objective(**recipe: Any) -> Any:
@@ -77,9 +81,12 @@ def _emit(store: Any, run_id: str, type_: str, **data: Any) -> None:
 
 
 def _iteration(store: Any, run_id: str, n: int, candidate: Any, verdicts: list[Any],
-               skipped: tuple[str, ...], best: tuple[int, float]) -> tuple[int, float]:
-    """Publish one iteration as the loop does (proposed, each check, finished); returns the
-    best (iteration, score) so far."""
+               skipped: tuple[str, ...], journal: Any,
+               scored: Callable[[], None] | None = None) -> None:
+    """Publish one iteration as the loop does (proposed, each check, finished), its best so
+    far chosen by the loop's own journal (``journal.rank``: a tie goes to more checks passed,
+    then to the later iteration). ``scored`` is called before the iteration finishes."""
+    from autopilot_lab.journal import Iteration
     from autopilot_lab.scorecard import Scorecard
 
     _emit(store, run_id, "iteration_started", iteration=n)
@@ -89,10 +96,18 @@ def _iteration(store: Any, run_id: str, n: int, candidate: Any, verdicts: list[A
         _emit(store, run_id, "check_started", iteration=n, check=v.check, tier=v.tier)
         _emit(store, run_id, "check_finished", iteration=n, verdict=v.to_dict(with_timing=True))
     card = Scorecard(tuple(verdicts), skipped)
-    best = best if best[1] >= card.score else (n, card.score)
+    journal.add(Iteration(n, candidate, card, "rules"))
+    if scored is not None:
+        scored()
     _emit(store, run_id, "iteration_finished", iteration=n, scorecard=card.to_dict(True),
-          score=card.score, best_iteration=best[0], best_score=best[1])
-    return best
+          score=card.score, best_iteration=journal.best.n, best_score=journal.best.score)
+
+
+def _finish(store: Any, run_id: str, journal: Any, reason: str, status: str = "finished"
+            ) -> None:
+    best = journal.best
+    _emit(store, run_id, "run_finished", status=status, reason=reason,
+          best_iteration=best.n if best else None, best_score=best.score if best else None)
 
 
 def _verdicts(upto: str, metric: Any = None) -> list[Any]:
@@ -147,6 +162,8 @@ def _metric_gap() -> Any:
 
 
 def _finished_run(store: Any) -> str:
+    from autopilot_lab.journal import Journal
+
     run_id, objective = _start(store, 3)
     first = objective.initial_candidate()
     second = first.replace(recipe=first.recipe.replace(lr=0.1, epochs=400), parent=1,
@@ -154,10 +171,11 @@ def _finished_run(store: Any) -> str:
     third = second.replace(files={"model.py": EXAMPLE.read_text().replace(
         "hidden: int = 32", "hidden: int = 64")}, recipe=second.recipe.replace(epochs=40),
         parent=2, notes={"repair": "shorter_schedule"})
-    best = _iteration(store, run_id, 1, first, _verdicts("trainability", _nan_loss()),
-                      ("stability", "metric"), (0, -1.0))
-    best = _iteration(store, run_id, 2, second, _verdicts("metric", _timeout()), (), best)
-    best = _iteration(store, run_id, 3, third, _verdicts("metric", _metric_gap()), (), best)
+    journal = Journal()
+    _iteration(store, run_id, 1, first, _verdicts("trainability", _nan_loss()),
+               ("stability", "metric"), journal)
+    _iteration(store, run_id, 2, second, _verdicts("metric", _timeout()), (), journal)
+    _iteration(store, run_id, 3, third, _verdicts("metric", _metric_gap()), (), journal)
     hints = store.hints(run_id)
     store.record_decision(run_id, 1, hints[0]["key"], "accept")
     store.record_decision(run_id, 2, hints[1]["key"], "reject")
@@ -167,8 +185,7 @@ def _finished_run(store: Any) -> str:
     store.write_artifact(run_id, "report.json", json.dumps({"best": {"iteration": 3}}),
                          kind="report")
     (store.run_folder(run_id) / "outside.txt").symlink_to("/etc/hostname")
-    _emit(store, run_id, "run_finished", status="finished", reason="iteration budget of 3 spent",
-          best_iteration=best[0], best_score=best[1])
+    _finish(store, run_id, journal, "iteration budget of 3 spent")
     return run_id
 
 
@@ -191,12 +208,13 @@ def _llm_exchanges(store: Any, run_id: str) -> None:
 
 
 def _stopped_run(store: Any) -> str:
+    from autopilot_lab.journal import Journal
+
     run_id, objective = _start(store, 3)
-    first = objective.initial_candidate()
-    best = _iteration(store, run_id, 1, first, _verdicts("trainability", _nan_loss()),
-                      ("stability", "metric"), (0, -1.0))
-    _emit(store, run_id, "run_finished", status="stopped", reason="stopped by the user",
-          best_iteration=best[0], best_score=best[1])
+    journal = Journal()
+    _iteration(store, run_id, 1, objective.initial_candidate(),
+               _verdicts("trainability", _nan_loss()), ("stability", "metric"), journal)
+    _finish(store, run_id, journal, "stopped by the user", status="stopped")
     return run_id
 
 
@@ -204,6 +222,167 @@ def _interrupted_run(store: Any) -> str:
     """Run in a child process that exits mid-iteration: its run stays ``running``."""
     run_id, _ = _start(store, 3)
     _emit(store, run_id, "iteration_started", iteration=1)
+    return run_id
+
+
+# ---- first use: the runs behind "First use without a stumble" ------------------------------
+
+NO_PROPOSAL = "the agent has no further proposal: no repair left for METRIC_GAP"
+# a hint value with no break opportunity at all (a digest, a long tensor repr)
+LONG_VALUE = "".join(f"{i:03x}" for i in range(100))
+NOTEBOOK_PATH = "/srv/notebooks/experiments/breast cancer migration.ipynb"
+NOTES = ("try a wider hidden layer before touching the learning rate",
+         "keep the batch size at 32: it matches the Keras run")
+RUN_SECONDS = 119.6  # shows as "2 min 0 s" (it read "1 min 60 s")
+ITERATION_SECONDS = (59.96, 59.3)  # "1 min 0 s" and "59.3 s"
+
+
+@dataclass(frozen=True)
+class FirstUse:
+    ghost: str      # 2 iterations; in the 3rd the agent had no proposal (no candidate)
+    tie: str        # 4 iterations of one score: journal.rank picks the 3rd
+    timed: str      # lasted RUN_SECONDS; its iterations ITERATION_SECONDS
+    long_hint: str  # a hint whose observed value is LONG_VALUE
+    notebook: str   # started in the notebook NOTEBOOK_PATH, with the user's NOTES
+    interrupted: str  # its process died in iteration 1, before a candidate
+
+
+def seed_first_use(home: Path) -> FirstUse:
+    """Write the first-use runs into the store at ``home``."""
+    from autopilot_lab.store import Store
+
+    with Store(home) as store:
+        runs = (_ghost_run(store), _tie_run(store), _timed_run(store), _long_hint_run(store),
+                _notebook_run(store))
+    return FirstUse(*runs, _interrupted_in_child(home))
+
+
+def _model(hidden: int) -> str:
+    return EXAMPLE.read_text().replace("hidden: int = 32", f"hidden: int = {hidden}")
+
+
+def _ghost_run(store: Any) -> str:
+    """As the loop writes it when the agent raises NoProposal: iteration 3 started, never got
+    a candidate, and the run finished (the store drops such an iteration at the run's end)."""
+    from autopilot_lab.journal import Journal
+
+    run_id, objective = _start(store, 5)
+    journal = Journal()
+    first = objective.initial_candidate()
+    second = first.replace(files={"model.py": _model(64)}, parent=1,
+                           notes={"repair": "widen"})
+    _iteration(store, run_id, 1, first, _verdicts("metric", _metric_gap()), (), journal)
+    _iteration(store, run_id, 2, second, _verdicts("metric", _metric_gap()), (), journal)
+    _emit(store, run_id, "iteration_started", iteration=3)
+    _finish(store, run_id, journal, NO_PROPOSAL)
+    return run_id
+
+
+def _soft_metric(passed: bool, train: float) -> Any:
+    """The scored check at one quality (0.9333) whether it passed or not: a tie in score."""
+    from autopilot_lab.hints import Hint, HintKind
+    from autopilot_lab.scorecard import Verdict
+
+    hint = Hint(HintKind.OVERFITTING, "metric", "train vs valid balanced_accuracy",
+                f"{train} vs 0.9333", "quality gap <= 0.05",
+                "add weight decay or dropout, or stop early on the validation loss",
+                where="recipe.weight_decay") if passed else \
+        Hint(HintKind.METRIC_GAP, "metric", "valid balanced_accuracy", 0.9333, ">= 0.99",
+             f"short by 0.0567: train longer (was {train})", where="recipe")
+    return Verdict("metric", 5, False, passed, 0.9333, hints=(hint,),
+                   evidence={"metrics": {"balanced_accuracy": 0.9333}, "target_met": False},
+                   timing={"seconds": 3.0})
+
+
+def _tie_run(store: Any) -> str:
+    """Four candidates of one score, 4.9333: the 1st and 4th failed the scored check, the 2nd
+    and 3rd passed it. journal.rank picks the 3rd (more checks passed, then the later one);
+    the earliest of the tie (1), the latest (4) and the first to pass most (2) would not."""
+    from autopilot_lab.journal import Journal
+
+    run_id, objective = _start(store, 4)
+    journal = Journal()
+    first = objective.initial_candidate()
+    for n, (hidden, passed, train) in enumerate(
+            [(32, False, 0.95), (48, True, 0.991), (64, True, 0.992), (96, False, 0.96)], 1):
+        candidate = first if n == 1 else first.replace(files={"model.py": _model(hidden)},
+                                                       parent=n - 1)
+        _iteration(store, run_id, n, candidate, _verdicts("metric", _soft_metric(passed, train)),
+                   (), journal)
+    _finish(store, run_id, journal, "iteration budget of 4 spent")
+    return run_id
+
+
+def _timed_run(store: Any) -> str:
+    """A run that lasted RUN_SECONDS, its iterations ITERATION_SECONDS: the store stamps each
+    event with its clock, which is set here to the moments of such a run."""
+    from datetime import datetime, timedelta, timezone
+    from unittest import mock
+
+    from autopilot_lab.journal import Journal
+
+    t0 = datetime.now(timezone.utc) - timedelta(hours=2)
+    clock = {"s": 0.0}
+
+    def at(seconds: float) -> None:
+        clock["s"] = seconds
+
+    with mock.patch("autopilot_lab.store._utcnow",
+                    lambda: t0 + timedelta(seconds=clock["s"])):
+        run_id, objective = _start(store, 2)
+        journal = Journal()
+        first = objective.initial_candidate()
+        second = first.replace(recipe=first.recipe.replace(epochs=40), parent=1)
+        one, two = ITERATION_SECONDS
+        at(0.2)
+        _iteration(store, run_id, 1, first, _verdicts("metric", _metric_gap()), (), journal,
+                   scored=lambda: at(0.2 + one))
+        at(0.3 + one)
+        _iteration(store, run_id, 2, second, _verdicts("metric", _metric_gap()), (), journal,
+                   scored=lambda: at(0.3 + one + two))
+        at(RUN_SECONDS)
+        _finish(store, run_id, journal, "iteration budget of 2 spent")
+    return run_id
+
+
+def _long_hint_run(store: Any) -> str:
+    """One iteration whose stability check reports a value 300 characters long, unbroken."""
+    from autopilot_lab.hints import Hint, HintKind
+    from autopilot_lab.journal import Journal
+    from autopilot_lab.scorecard import Verdict
+
+    run_id, objective = _start(store, 1)
+    journal = Journal()
+    hint = Hint(HintKind.NONDETERMINISM, "stability", "output digest of the same batch twice",
+                LONG_VALUE, "identical digests", "seed every random draw in forward()",
+                where="model.py:TabularMLP.forward")
+    stability = Verdict("stability", 4, True, False, 0.0, hints=(hint,),
+                        evidence={"digests": [LONG_VALUE]}, timing={"seconds": 0.9})
+    _iteration(store, run_id, 1, objective.initial_candidate(),
+               _verdicts("stability", stability), ("metric",), journal)
+    _finish(store, run_id, journal, "iteration budget of 1 spent")
+    return run_id
+
+
+def _notebook_run(store: Any) -> str:
+    """A run as the notebook runner starts it in a kernel of Jupyter Server (which sets
+    JPY_SESSION_NAME to the notebook's path), with two notes added through the run's
+    controls (the panel's "Add hint" calls ``NotebookRun.note``)."""
+    from unittest import mock
+
+    from autopilot_lab.journal import Journal
+    from autopilot_lab.jupyter import runner
+
+    run_id, objective = _start(store, 3)
+    with mock.patch.dict(os.environ, {runner.NOTEBOOK_ENV: NOTEBOOK_PATH}):
+        assert runner.record_notebook(store, run_id) == NOTEBOOK_PATH
+    journal = Journal()
+    _iteration(store, run_id, 1, objective.initial_candidate(),
+               _verdicts("metric", _metric_gap()), (), journal)
+    controls = runner.NotebookRun("improve", store, run_id=run_id)
+    for note in NOTES:
+        controls.note(1, note)
+    _finish(store, run_id, journal, "stopped by the user", status="stopped")
     return run_id
 
 
