@@ -248,6 +248,7 @@ def _drive(store: Store, run_id: str, objective: Objective, agent: str, max_iter
                 bus=bus, workdir=store.run_folder(run_id) / "work",
                 sandbox=Sandbox(limits or Limits()), max_iters=max_iters, artifacts=store,
                 rejected=lambda: store.rejected_hint_keys(run_id),
+                chosen=lambda n: store.chosen_repair(run_id, n),
                 between_iterations=between_iterations)
     if on_loop:
         on_loop(loop)

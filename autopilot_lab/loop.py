@@ -17,6 +17,7 @@ from typing import Any, Protocol
 from autopilot_lab import evaluation
 from autopilot_lab import report as report_mod
 from autopilot_lab.agents.base import Agent, NoProposal
+from autopilot_lab.candidate import Candidate
 from autopilot_lab.events import Event, EventBus
 from autopilot_lab.hints import sort_hints
 from autopilot_lab.journal import Iteration, Journal
@@ -74,7 +75,10 @@ class Loop:
                  workdir: Path, sandbox: Sandbox | None = None,
                  max_iters: int = DEFAULT_MAX_ITERS, artifacts: ArtifactSink | None = None,
                  rejected: Callable[[], set[str]] | None = None,
-                 between_iterations: Callable[[Iteration], None] | None = None):
+                 between_iterations: Callable[[Iteration], None] | None = None,
+                 chosen: Callable[[int], str | None] | None = None):
+        """``rejected``: the hint keys a person rejected; ``chosen``: the playbook repair a
+        person chose for an iteration's candidate (applied instead of asking the agent)."""
         if max_iters < 1:
             raise ValueError(f"max_iters must be >= 1, got {max_iters}")
         self.objective, self.agent, self.run_id, self.bus = objective, agent, run_id, bus
@@ -83,8 +87,28 @@ class Loop:
         self.max_iters = max_iters
         self.artifacts = artifacts
         self.rejected = rejected or (lambda: set())
+        self.chosen = chosen or (lambda n: None)
+        self._used_choices: set[tuple[int, str]] = set()
         self.between_iterations = between_iterations
         self._stop = threading.Event()
+
+    def _chosen_candidate(self, base: Iteration | None) -> Candidate | None:
+        """The frontier's candidate with the repair a person chose for it, once; None when
+        there is no choice (or it changes nothing), and the agent proposes instead."""
+        name = self.chosen(base.n) if base is not None else None
+        if base is None or not name or (base.n, name) in self._used_choices:
+            return None
+        self._used_choices.add((base.n, name))
+        from autopilot_lab.agents.playbook import apply_user_repair
+
+        change = apply_user_repair(name, base.candidate, self.objective)
+        if change is None:
+            return None
+        candidate, what = change
+        return candidate.replace(parent=base.n, notes={
+            "agent": "user", "summary": f"your choice: {name} ({what})",
+            "repairs": [{"repair": name, "hint": "chosen by the user", "hint_key": "",
+                         "change": what}]})
 
     def stop(self) -> None:
         """Ask the loop to stop after the current check; the best so far is kept."""
@@ -114,8 +138,10 @@ class Loop:
                 hints = sort_hints([h for h in base.scorecard.hints
                                     if h.key not in rejected]) if base else []
                 keeps = base.scorecard.keeps if base else []
+                candidate = self._chosen_candidate(base)
                 try:
-                    candidate = self.agent.propose(self.objective, journal, hints, keeps)
+                    if candidate is None:
+                        candidate = self.agent.propose(self.objective, journal, hints, keeps)
                 except NoProposal as e:
                     reason = f"the agent has no further proposal: {e}"
                     break

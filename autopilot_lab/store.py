@@ -64,7 +64,8 @@ from autopilot_lab.events import Event
 from autopilot_lab.scorecard import Scorecard, Verdict
 
 STATUSES = ("running", "finished", "stopped", "failed", "interrupted")
-DECISIONS = ("accept", "reject", "note")
+DECISIONS = ("accept", "reject", "note", "choose")  # choose: a repair for the next iteration
+CHOSEN_PREFIX = "repair:"  # the hint_key of a "choose" decision: repair:<playbook name>
 HOME_ENV = "AUTOPILOT_HOME"
 URL_ENV = "AUTOPILOT_DB_URL"
 BUSY_TIMEOUT_S = 30.0
@@ -515,11 +516,20 @@ class Store:
                 notes.append(text)
         return notes
 
+    def chosen_repair(self, run_id: str, iteration: int) -> str | None:
+        """The playbook repair a person chose to apply to ``iteration``'s candidate next
+        (the latest choice), or None."""
+        names = [d["hint_key"][len(CHOSEN_PREFIX):] for d in self.decisions(run_id)
+                 if d["decision"] == "choose" and d["iteration"] == iteration
+                 and d["hint_key"].startswith(CHOSEN_PREFIX)]
+        return names[-1] if names else None
+
     def rejected_hint_keys(self, run_id: str) -> set[str]:
-        """Hint keys whose latest accept/reject decision is ``reject`` (notes do not count)."""
+        """Hint keys whose latest accept/reject decision is ``reject`` (notes and chosen
+        repairs do not count)."""
         latest: dict[str, str] = {}
         for d in self.decisions(run_id):
-            if d["decision"] != "note":
+            if d["decision"] not in ("note", "choose"):
                 latest[d["hint_key"]] = d["decision"]
         return {key for key, decision in latest.items() if decision == "reject"}
 

@@ -101,3 +101,32 @@ def test_the_run_tells_budget_spent_from_targets_met(home, mlp_source, monkeypat
     result = api.run(objective, agent="scripted", max_iters=budget)
     assert (result.status, result.reason, len(result.history)) == ("finished", reason, ran)
     assert result.targets_met is (reason == "targets met")
+
+
+def test_a_repair_the_user_chose_is_applied_once_instead_of_the_agent(home, mlp_source,
+                                                                      monkeypatch):
+    """The panel's "choose the next repair": recorded as a decision, applied by the loop to
+    the frontier's candidate at the next iteration, once; the agent proposes again after."""
+    from autopilot_lab.store import CHOSEN_PREFIX, Store
+
+    store = Store(home)
+    objective = ImproveObjective(mlp_source, "sklearn:iris", target="balanced_accuracy>=1.0",
+                                 recipe=GOOD)
+    monkeypatch.setattr(api, "make_agent", lambda name, **_: ScriptedAgent(
+        [(f"honest {i}", mlp_source) for i in range(4)]))
+    loops = []
+
+    def choose(it):
+        if it.n == 1:
+            store.record_decision(loops[0].run_id, 1, CHOSEN_PREFIX + "raise_capacity",
+                                  "choose")
+
+    result = api.run(objective, agent="scripted", max_iters=3, store=store,
+                     on_loop=loops.append, between_iterations=choose)
+    agents = [it.candidate.notes["agent"] for it in result.history]
+    assert agents == ["scripted", "user", "scripted"]
+    second = result.history[1].candidate
+    assert second.parent == 1 and second.init_kwargs.get("hidden") == 64
+    assert second.notes["repairs"][0]["repair"] == "raise_capacity"
+    assert store.chosen_repair(loops[0].run_id, 1) == "raise_capacity"
+    assert store.rejected_hint_keys(loops[0].run_id) == set()  # a choice is no rejection

@@ -11,6 +11,7 @@ import ast
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from autopilot_lab.candidate import Candidate, Recipe
 from autopilot_lab.hints import Hint, HintKind
@@ -289,3 +290,30 @@ def _constructor_default(c: Candidate, name: str):
         return ast.literal_eval(default) if default is not None else None
     except ValueError:
         return None
+
+
+# Repairs a person may choose for the next iteration without a hint that names a place or a
+# value: each changes the recipe or the model by a rule of its own.
+USER_REPAIRS = ("lower_lr", "raise_lr", "clip_gradients", "standardize_inputs",
+                "add_weight_decay", "early_stopping", "add_dropout", "longer_schedule",
+                "raise_capacity", "cosine_schedule", "smaller_batch", "fewer_epochs")
+
+
+def user_repairs(objective: Any = None) -> list[Repair]:
+    """The repairs a person can pick from the panel, as the objective allows them."""
+    allowed = getattr(objective, "repairs", None)
+    return [r for r in PLAYBOOK if r.name in USER_REPAIRS
+            and (allowed is None or r.name in allowed)]
+
+
+def apply_user_repair(name: str, candidate: Candidate, objective: Any = None
+                      ) -> tuple[Candidate, str] | None:
+    """The candidate with the repair a person chose applied (None where it changes nothing,
+    e.g. the learning rate is already at its floor)."""
+    repair = next((r for r in user_repairs(objective) if r.name == name), None)
+    if repair is None:
+        raise ValueError(f"{name!r} is not a repair you can choose here; choose one of "
+                         f"{', '.join(r.name for r in user_repairs(objective))}")
+    hint = Hint(repair.answers[0], "user", "repair chosen by the user", "-", "-",
+                repair.description, where="recipe")
+    return repair.apply(candidate, hint, objective)

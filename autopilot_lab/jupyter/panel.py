@@ -52,6 +52,8 @@ class PanelControls(Protocol):
     def decisions(self) -> dict[str, str]: ...
     def outcome(self) -> Any: ...
     def insert_best(self) -> str: ...
+    def repair_choices(self, iteration: int) -> list[tuple[str, str]]: ...
+    def choose_repair(self, iteration: int, name: str) -> None: ...
 
 
 class RunPanel:
@@ -88,6 +90,8 @@ class RunPanel:
         self.ladder_caption = widgets.HTML()
         self.ladder = widgets.HBox(layout=widgets.Layout(flex_flow="row wrap"))
         self.hints_caption = widgets.HTML("<b>Hints</b>: none yet")
+        # shown when the agent has at most one hint left: a playbook repair to apply next
+        self.repair_box = widgets.HBox()
         self.hints_table = widgets.GridBox(layout=widgets.Layout(
             grid_template_columns="auto auto auto minmax(80px, 1fr) minmax(80px, 1fr) 2fr auto",
             grid_gap="2px 10px", width="100%"))
@@ -111,7 +115,7 @@ class RunPanel:
         self.stop_button.on_click(self._guard(lambda _: self.controls.stop()))
         self.widget = widgets.VBox([
             widgets.HBox([self.title, self.status]), self.figure, self.ladder_caption,
-            self.ladder, self.hints_caption, self.hints_table,
+            self.ladder, self.hints_caption, self.repair_box, self.hints_table,
             widgets.HBox([self.note_text, self.note_button]),
             widgets.HBox([self.continue_button, self.stop_button]), self.message, self.result,
         ], layout=widgets.Layout(border="1px solid #d1d5db", padding="8px"))
@@ -309,13 +313,34 @@ class RunPanel:
                    "a rejected hint is sent to no agent again and its repair is not applied"))
         decisions = self._decisions()
         open_hints = [h for h in hints if decisions.get(h.key) != "reject"]
-        if not self.ended and hints and len(open_hints) <= 1:
+        lonely = not self.ended and hints and len(open_hints) <= 1
+        if lonely:
             self.hints_caption.value += "<br><span style='color:#b45309'>&#9888; " + (
                 "one hint left: rejecting it leaves the agent nothing to act on, and the run "
                 "ends with budget left" if open_hints else
                 "every hint is rejected: the agent has nothing to act on, and the run ends "
-                "with budget left unless you add a hint below") + "</span>"
+                "with budget left") + "; or choose the next repair yourself:</span>"
+        self._render_repair_choice(n if lonely else None)
         return decisions
+
+    def _render_repair_choice(self, n: int | None) -> None:
+        """A menu of the playbook's untried repairs for iteration ``n``'s candidate."""
+        choices = self.controls.repair_choices(n) if n is not None else []
+        if not choices:
+            _replace_children(self.repair_box, [])
+            return
+        menu = widgets.Dropdown(options=[(f"{name}: {what}", name) for name, what in choices],
+                                layout=widgets.Layout(width="60%"))
+        use = widgets.Button(description="Use next", icon="wrench",
+                             tooltip="apply this repair to the candidate of iteration "
+                                     f"{n} at the next iteration, instead of the agent")
+
+        def click(_: Any) -> None:
+            self.controls.choose_repair(n, menu.value)
+            self.message.value = (f"iteration {n + 1} applies {html.escape(menu.value)} to "
+                                  f"iteration {n}'s candidate")
+        use.on_click(self._guard(click))
+        _replace_children(self.repair_box, [menu, use])
 
     def _decision_cell(self, n: int, hint: Hint, decided: str | None) -> widgets.Widget:
         accept = widgets.Button(description="Accept", tooltip=hint.key,

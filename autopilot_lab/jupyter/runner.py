@@ -231,6 +231,28 @@ class NotebookRun:
             raise NotebookError("the note is empty")
         self.store.record_decision(self._id(), iteration, NOTE_KEY, "note", text.strip())
 
+    def repair_choices(self, iteration: int) -> list[tuple[str, str]]:
+        """The playbook repairs a person may choose for ``iteration``'s candidate: those the
+        objective allows that no iteration of the run has applied yet (name, what it does)."""
+        from autopilot_lab.agents.playbook import user_repairs
+
+        if self.loop is None or self.run_id is None:
+            return []
+        applied = {r.get("repair") for it in self.store.iterations(self.run_id)
+                   for r in it["candidate"].notes.get("repairs", [])}
+        return [(r.name, r.description) for r in user_repairs(self.loop.objective)
+                if r.name not in applied]
+
+    def choose_repair(self, iteration: int, name: str) -> None:
+        """Apply the playbook repair ``name`` to ``iteration``'s candidate at the next
+        iteration, instead of asking the agent."""
+        if name not in {n for n, _ in self.repair_choices(iteration)}:
+            raise NotebookError(f"{name!r} is not a repair you can choose for iteration "
+                                f"{iteration}")
+        from autopilot_lab.store import CHOSEN_PREFIX
+
+        self.store.record_decision(self._id(), iteration, CHOSEN_PREFIX + name, "choose")
+
     def decisions(self) -> dict[str, str]:
         """The latest accept/reject per hint key."""
         latest: dict[str, str] = {}

@@ -19,6 +19,14 @@ class Controls:
 
     def __init__(self) -> None:
         self.decided: dict[str, str] = {}
+        self.chosen: list[tuple[int, str]] = []
+
+    def repair_choices(self, iteration: int) -> list[tuple[str, str]]:
+        return [("lower_lr", "divide the learning rate by 10"),
+                ("raise_capacity", "double the model's width")]
+
+    def choose_repair(self, iteration: int, name: str) -> None:
+        self.chosen.append((iteration, name))
 
     def decide(self, iteration: int, hint_key: str, decision: str) -> None:
         self.decided[hint_key] = decision
@@ -105,3 +113,17 @@ def test_the_chart_starts_at_iteration_1_and_keeps_equal_lines_apart():
     traces = {t.name: t for t in panel.figure.data}
     assert traces["build"].marker.symbol != traces["stability"].marker.symbol
     assert traces["build"].line.dash != traces["stability"].line.dash
+
+
+def test_with_one_hint_left_the_user_can_choose_the_next_repair():
+    panel, controls = _panel([GAP])
+    menu, use = panel.repair_box.children
+    assert [v for _, v in menu.options] == ["lower_lr", "raise_capacity"]
+    menu.value = "raise_capacity"
+    use.click()
+    assert controls.chosen == [(1, "raise_capacity")]
+    assert "iteration 2 applies raise_capacity" in panel.message.value
+    other = Hint(HintKind.OVERFITTING, "metric", "train - valid roc_auc", 0.2, "<= 0.05",
+                 "add dropout", where="model.py")
+    busy, _ = _panel([GAP, other])
+    assert busy.repair_box.children == ()  # the agent has hints to act on
