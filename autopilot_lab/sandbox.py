@@ -1176,15 +1176,7 @@ class Sandbox:
                 binds.append((str(src.resolve()), name))
                 continue
             copied.append(name)
-            if src.is_dir():
-                shutil.copytree(src, target)
-                for folder, _, names in os.walk(target):
-                    os.chmod(folder, 0o555)
-                    for n in names:
-                        os.chmod(os.path.join(folder, n), 0o444)
-            else:
-                shutil.copyfile(src, target)
-                os.chmod(target, 0o444)
+            _copy_read_only(src, target)
         if bwrap:
             for name in files:
                 os.chmod(work / name, 0o444)
@@ -1433,6 +1425,19 @@ def _release(cg: _Cgroup | None, uid: int | None, uids: _UidPool, run_dir: Path)
     _rmtree(run_dir)
 
 
+def _copy_read_only(src: Path, target: Path) -> None:
+    """A copy of a file or folder that nobody may change (files 0444, folders 0555)."""
+    if src.is_dir():
+        shutil.copytree(src, target)
+        for folder, _, names in os.walk(target):
+            os.chmod(folder, 0o555)
+            for n in names:
+                os.chmod(os.path.join(folder, n), 0o444)
+    else:
+        shutil.copyfile(src, target)
+        os.chmod(target, 0o444)
+
+
 def _fill_inbox(inbox: Path, files: dict[str, str | bytes], sources: dict[str, Path]) -> None:
     """A warm child's files and inputs, copied read-only into its inbox (never linked: a hard
     link would share the parent's file, and its permissions, with the child)."""
@@ -1447,15 +1452,7 @@ def _fill_inbox(inbox: Path, files: dict[str, str | bytes], sources: dict[str, P
     for name, src in sources.items():
         target = inbox / name
         target.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
-        if src.is_dir():
-            shutil.copytree(src, target)
-            for folder, _, names in os.walk(target):
-                os.chmod(folder, 0o555)
-                for n in names:
-                    os.chmod(os.path.join(folder, n), 0o444)
-        else:
-            shutil.copyfile(src, target)
-            os.chmod(target, 0o444)
+        _copy_read_only(src, target)
     for folder, _, _ in os.walk(inbox):
         os.chmod(folder, 0o555 if folder != str(inbox) else 0o755)
 

@@ -113,14 +113,8 @@ def multi_head_attention(b: Builder, node: GraphNode) -> None:
         call_args.append(f"attention_mask={b.value(refs['attention_mask'], 'last').var}")
     if call.get("use_causal_mask"):
         call_args.append("causal=True")
-    expr = f"self.{attr}({', '.join(call_args)})"
-    if call.get("return_attention_scores"):
-        out, scores = b.fresh_var(layer.name), b.fresh_var(f"{layer.name}_scores")
-        b.emit(f"{out}, {scores} = {expr}")
-        b.bind(node.outputs[0], out)
-        b.bind(node.outputs[1], scores)
-    else:
-        b.assign(f"{expr}[0]", ref=node.outputs[0], reuse=q, hint=layer.name)
+    _bind_attention(b, node, f"self.{attr}({', '.join(call_args)})", q,
+                    bool(call.get("return_attention_scores")))
 
 
 KERAS_ATTENTION = '''
@@ -189,11 +183,18 @@ def dot_attention(b: Builder, node: GraphNode) -> None:
         call_args.append(f"key={b.value(refs[2], 'last').var}")
     if node.kwargs.get("use_causal_mask"):
         call_args.append("causal=True")
-    expr = f"self.{attr}({', '.join(call_args)})"
-    if node.kwargs.get("return_attention_scores"):
-        out, scores = b.fresh_var(layer.name), b.fresh_var(f"{layer.name}_scores")
+    _bind_attention(b, node, f"self.{attr}({', '.join(call_args)})", q,
+                    bool(node.kwargs.get("return_attention_scores")))
+
+
+def _bind_attention(b: Builder, node: GraphNode, expr: str, q, with_scores: bool) -> None:
+    """An attention module returns (output, weights): both bound when Keras returns the
+    scores too, else the output alone."""
+    name = node.layer.name
+    if with_scores:
+        out, scores = b.fresh_var(name), b.fresh_var(f"{name}_scores")
         b.emit(f"{out}, {scores} = {expr}")
         b.bind(node.outputs[0], out)
         b.bind(node.outputs[1], scores)
     else:
-        b.assign(f"{expr}[0]", ref=node.outputs[0], reuse=q, hint=layer.name)
+        b.assign(f"{expr}[0]", ref=node.outputs[0], reuse=q, hint=name)

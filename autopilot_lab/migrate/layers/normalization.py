@@ -108,11 +108,7 @@ def batch_norm(b: Builder, node: GraphNode) -> None:
 )
 def layer_norm(b: Builder, node: GraphNode) -> None:
     layer, c = node.layer, cfg(node.layer)
-    rank = len(node.inputs[0].shape) + 1
-    axis = c.get("axis", -1)
-    axes = sorted(a % rank for a in (axis if isinstance(axis, (list, tuple)) else [axis]))
-    if axes != list(range(rank - len(axes), rank)) or 0 in axes:
-        raise Unsupported(f"LayerNormalization over axes {axis} (not the trailing axes)")
+    axes = _trailing_axes(node, c.get("axis", -1))
     x = b.input(node, 0, "last")
     shape = tuple(int(x.shape[a - 1]) for a in axes)
     nshape = str(shape[0]) if len(shape) == 1 else str(shape)
