@@ -152,10 +152,8 @@ def label(verdict: dict[str, Any]) -> str:
 
 
 def _json_default(o: Any) -> Any:
-    """numpy / torch values in evidence: scalars as numbers, arrays as (nested) lists (an
-    array has .item() too, which only a single element allows)."""
+    """numpy / torch values in evidence: scalars as numbers, arrays as (nested) lists
+    (``tolist`` gives both; ``item`` only allows a single element)."""
     if hasattr(o, "tolist"):
         return o.tolist()
-    if hasattr(o, "item"):
-        return o.item()
     raise TypeError(f"not JSON serializable: {type(o).__name__}")

@@ -154,3 +154,12 @@ def test_score_rounding_floor_and_canonical_json():
     again = Scorecard.from_dict(card.to_dict(True))
     assert again == card and Verdict.from_dict(v.to_dict()) == v
     assert again.hints == [] and again.keeps == []
+
+
+def test_lookups_compare_values_not_identities():
+    """An iteration number past Python's small-int cache and a check name built at run time
+    are found all the same (``is`` would miss them)."""
+    late = _it(300, 0.01, [True])
+    assert Journal([late]).get(int("300")) is late
+    card = Scorecard((Verdict("metric", 5, False, True, 0.5),))
+    assert card.verdict("".join(["met", "ric"])) is card.verdicts[0]
