@@ -289,6 +289,9 @@ CASES = {
         (6, 6, 3), L.ZeroPadding2D(((1, 2), (0, 1))), L.Conv2D(2, 3), L.Cropping2D(((1, 0), (1, 1)))
     ),
     "padding_cropping_1d_3d": lambda: _pad_1d_3d(),
+    "center_crop": lambda: seq(
+        (7, 6, 3), L.CenterCrop(4, 3), L.Conv2D(2, 2), L.CenterCrop(2, 2), L.Flatten(),
+        L.Dense(2)),
     "upsampling": lambda: seq(
         (3, 4, 2),
         L.UpSampling2D(2),
@@ -731,6 +734,12 @@ def test_a_model_named_like_a_helper_class_gets_its_own_class_name():
     assert t.class_name == "DotAttentionModel"
     assert "class DotAttention(nn.Module):" in t.source
     assert "class DotAttentionModel(nn.Module):" in t.source
+
+
+def test_a_center_crop_that_would_resize_is_flagged():
+    t = translate(seq((3, 3, 2), L.CenterCrop(4, 4), name="crop_up"))
+    assert [u.cls for u in t.unsupported] == ["CenterCrop"]
+    assert "smart_resize" in t.unsupported[0].reason
 
 
 def test_gru_reset_before_is_unsupported():

@@ -131,6 +131,28 @@ def cropping(b: Builder, node: GraphNode) -> None:
     b.assign(f"{x.var}{index}", ref=node.outputs[0], layout=x.layout, reuse=x, hint=layer.name)
 
 
+@register("CenterCrop", family="reshaping", torch="slicing",
+          notes="images at least as large as the crop (a smaller one is resized: flagged)")
+def center_crop(b: Builder, node: GraphNode) -> None:
+    layer, c = node.layer, cfg(node.layer)
+    shape = node.inputs[0].shape  # without the batch axis
+    fmt = c.get("data_format", "channels_last") or "channels_last"
+    if len(shape) != 3:
+        raise Unsupported("CenterCrop on a tensor that is not a batch of images")
+    height, width = (shape[1], shape[2]) if fmt == "channels_first" else (shape[0], shape[1])
+    th, tw = int(c["height"]), int(c["width"])
+    if height is None or width is None or height < th or width < tw:
+        raise Unsupported(f"CenterCrop to {th}x{tw} of {height}x{width} images resizes them "
+                          "(Keras' smart_resize), which is not translated")
+    h0, w0 = (int(height) - th) // 2, (int(width) - tw) // 2
+    x = b.input(node)
+    rows, cols = f"{h0}:{h0 + th}", f"{w0}:{w0 + tw}"
+    spatial_first = not (fmt != "channels_first" and x.layout == "last")
+    index = f"[:, :, {rows}, {cols}]" if spatial_first else f"[:, {rows}, {cols}]"
+    b.map_functional(layer)
+    b.assign(f"{x.var}{index}", ref=node.outputs[0], layout=x.layout, reuse=x, hint=layer.name)
+
+
 @register(
     "UpSampling1D",
     "UpSampling2D",
