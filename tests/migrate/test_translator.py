@@ -289,6 +289,13 @@ CASES = {
         (6, 6, 3), L.ZeroPadding2D(((1, 2), (0, 1))), L.Conv2D(2, 3), L.Cropping2D(((1, 0), (1, 1)))
     ),
     "padding_cropping_1d_3d": lambda: _pad_1d_3d(),
+    # GRU(reset_after=False): the reset gate before the recurrent kernel, an explicit loop
+    "gru_reset_before": lambda: seq(
+        (5, 3),
+        L.GRU(4, reset_after=False, return_sequences=True, bias_initializer="random_normal"),
+        L.GRU(4, reset_after=False, return_sequences=True, go_backwards=True),
+        L.GRU(3, reset_after=False, use_bias=False),
+        L.Dense(2)),
     "center_crop": lambda: seq(
         (7, 6, 3), L.CenterCrop(4, 3), L.Conv2D(2, 2), L.CenterCrop(2, 2), L.Flatten(),
         L.Dense(2)),
@@ -742,8 +749,8 @@ def test_a_center_crop_that_would_resize_is_flagged():
     assert "smart_resize" in t.unsupported[0].reason
 
 
-def test_gru_reset_before_is_unsupported():
-    model = seq((5, 3), L.GRU(4, reset_after=False), name="gru_v1")
+def test_gru_reset_before_in_bidirectional_is_unsupported():
+    model = seq((5, 3), L.Bidirectional(L.GRU(4, reset_after=False)), name="gru_v1_bi")
     t = translate(model)
     assert [u.name for u in t.unsupported] == [model.layers[-1].name]
     assert "reset_after" in t.unsupported[0].reason

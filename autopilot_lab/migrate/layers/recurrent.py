@@ -106,11 +106,15 @@ def _rnn_ctor(torch_cls: str, n_in: int, units: int, c: dict, bidirectional: boo
     "SimpleRNN",
     family="recurrent",
     torch="nn.LSTM / nn.GRU / nn.RNN",
-    notes="batch_first; return_sequences, return_state, initial_state; GRU "
-    "reset_after=True only; tanh/sigmoid only; go_backwards only in Bidirectional",
+    notes="batch_first; return_sequences, return_state, initial_state; tanh/sigmoid only; "
+    "go_backwards only in Bidirectional; GRU reset_after=False (GRUResetBefore, an explicit "
+    "loop) with return_sequences and go_backwards, outside Bidirectional",
 )
 def recurrent(b: Builder, node: GraphNode) -> None:
     layer = node.layer
+    if type(layer).__name__ == "GRU" and not cfg(layer).get("reset_after", True):
+        _gru_reset_before(b, node)
+        return
     torch_cls, units, c = _rnn_spec(layer)
     kind = type(layer).__name__
     if c.get("go_backwards"):
@@ -215,3 +219,76 @@ def bidirectional(b: Builder, node: GraphNode) -> None:
     if expr is None:
         raise Unsupported(f"Bidirectional merge_mode={mode!r}")
     b.assign(expr, ref=node.outputs[0], hint=layer.name)
+
+
+GRU_RESET_BEFORE = '''
+class GRUResetBefore(nn.Module):
+    """Keras' GRU with reset_after=False, step by step: the reset gate scales the state before
+    the recurrent kernel (nn.GRU has only the other form). Kernels in Keras' layout and gate
+    order (z, r, h); batch first; with go_backwards the steps (and a returned sequence) run
+    from the last to the first, as in Keras."""
+
+    def __init__(self, input_size, units, bias=True, return_sequences=False,
+                 go_backwards=False):
+        super().__init__()
+        self.units, self.return_sequences, self.go_backwards = (units, return_sequences,
+                                                                go_backwards)
+        self.kernel = nn.Parameter(torch.empty(input_size, 3 * units))
+        self.recurrent_kernel = nn.Parameter(torch.empty(units, 3 * units))
+        self.bias = nn.Parameter(torch.zeros(3 * units)) if bias else None
+
+    def forward(self, x):
+        u = self.units
+        xs = x @ self.kernel
+        if self.bias is not None:
+            xs = xs + self.bias
+        h = x.new_zeros(x.shape[0], u)
+        rec_z, rec_r, rec_h = self.recurrent_kernel.split(u, dim=-1)
+        steps = range(x.shape[1] - 1, -1, -1) if self.go_backwards else range(x.shape[1])
+        outputs = []
+        for t in steps:
+            x_z, x_r, x_h = xs[:, t].split(u, dim=-1)
+            z = torch.sigmoid(x_z + h @ rec_z)
+            r = torch.sigmoid(x_r + h @ rec_r)
+            h = z * h + (1 - z) * torch.tanh(x_h + (r * h) @ rec_h)
+            outputs.append(h)
+        return torch.stack(outputs, dim=1) if self.return_sequences else h
+'''
+
+
+def _gru_reset_before(b: Builder, node: GraphNode) -> None:
+    """GRU(reset_after=False) outside Bidirectional: an explicit loop in Keras' layout."""
+    from .common import init_weight
+
+    layer, c = node.layer, cfg(node.layer)
+    act, rec = _activation_name(c.get("activation")), _activation_name(
+        c.get("recurrent_activation"))
+    if act != "tanh" or rec != "sigmoid":
+        raise Unsupported(f"GRU(reset_after=False) with activation={act!r}, "
+                          f"recurrent_activation={rec!r}")
+    if c.get("stateful") or c.get("return_state"):
+        raise Unsupported("GRU(reset_after=False) with stateful or return_state")
+    if node.kwargs.get("initial_state") is not None or len(node.args) > 1:
+        raise Unsupported("GRU(reset_after=False) with an initial_state")
+    x = b.value(node.args[0], "last")
+    units, bias = int(c["units"]), c.get("use_bias", True)
+    b.helper("GRUResetBefore", GRU_RESET_BEFORE)
+    args = [str(int(x.shape[-1])), str(units)]
+    if not bias:
+        args.append("bias=False")
+    if c.get("return_sequences"):
+        args.append("return_sequences=True")
+    if c.get("go_backwards"):
+        args.append("go_backwards=True")
+    attr = b.add_module(layer, f"GRUResetBefore({', '.join(args)})")
+    cell = layer.cell
+    for var, key, default in ((cell.kernel, "kernel", "GlorotUniform"),
+                              (cell.recurrent_kernel, "recurrent_kernel", "Orthogonal")):
+        shape = tuple(int(d) for d in var.shape)
+        b.weight(layer, var, f"{attr}.{key}", arr(var), "as is (Keras layout, gates z, r, h)")
+        init = c.get(f"{key}_initializer") or default
+        init_weight(b, layer, init, f"self.{attr}.{key}", shape, shape, default="(always)")
+    if bias:
+        b.weight(layer, cell.bias, f"{attr}.bias", arr(cell.bias), "as is (input bias)")
+    _rnn_notes(b, layer, c)
+    b.assign(f"self.{attr}({x.var})", ref=node.outputs[0], reuse=x, hint=layer.name)
