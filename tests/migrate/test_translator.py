@@ -296,6 +296,7 @@ CASES = {
         L.GRU(4, reset_after=False, return_sequences=True, go_backwards=True),
         L.GRU(3, reset_after=False, use_bias=False),
         L.Dense(2)),
+    "go_backwards": lambda: _go_backwards(),
     "center_crop": lambda: seq(
         (7, 6, 3), L.CenterCrop(4, 3), L.Conv2D(2, 2), L.CenterCrop(2, 2), L.Flatten(),
         L.Dense(2)),
@@ -385,6 +386,16 @@ def _mha(causal=False, cross=False):
         return keras.Model([q, v, k], y, name="mha_cross")
     y = L.MultiHeadAttention(2, 4, output_shape=6)(q, q, use_causal_mask=causal)
     return keras.Model(q, y, name="mha_self")
+
+
+def _go_backwards():
+    """LSTM, GRU and SimpleRNN reading the steps last to first, outside Bidirectional: a
+    returned sequence in that order, the last state, and a state passed on."""
+    inp = keras.Input((5, 3))
+    seq_out = L.LSTM(4, return_sequences=True, go_backwards=True)(inp)
+    last, state = L.GRU(4, go_backwards=True, return_state=True)(seq_out)
+    rnn = L.SimpleRNN(4, go_backwards=True)(seq_out, initial_state=state)
+    return keras.Model(inp, [last, rnn], name="backwards")
 
 
 def _dot_attention():

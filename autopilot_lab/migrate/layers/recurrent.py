@@ -106,9 +106,9 @@ def _rnn_ctor(torch_cls: str, n_in: int, units: int, c: dict, bidirectional: boo
     "SimpleRNN",
     family="recurrent",
     torch="nn.LSTM / nn.GRU / nn.RNN",
-    notes="batch_first; return_sequences, return_state, initial_state; tanh/sigmoid only; "
-    "go_backwards only in Bidirectional; GRU reset_after=False (GRUResetBefore, an explicit "
-    "loop) with return_sequences and go_backwards, outside Bidirectional",
+    notes="batch_first; return_sequences, return_state, initial_state, go_backwards; "
+    "tanh/sigmoid only; GRU reset_after=False (GRUResetBefore, an explicit loop) with "
+    "return_sequences and go_backwards, outside Bidirectional",
 )
 def recurrent(b: Builder, node: GraphNode) -> None:
     layer = node.layer
@@ -117,11 +117,11 @@ def recurrent(b: Builder, node: GraphNode) -> None:
         return
     torch_cls, units, c = _rnn_spec(layer)
     kind = type(layer).__name__
-    if c.get("go_backwards"):
-        raise Unsupported(f"{kind}(go_backwards=True) outside Bidirectional is not translated")
     if node.kwargs.get("mask") is not None:
         raise Unsupported(f"{kind} called with an explicit mask")
     x = b.value(node.args[0], "last")
+    # go_backwards: Keras reads the steps last to first and returns them in that order
+    steps = f"{x.var}.flip(1)" if c.get("go_backwards") else x.var
     init = node.kwargs.get("initial_state")
     if init is None and len(node.args) > 1:
         init = node.args[1]
@@ -129,7 +129,7 @@ def recurrent(b: Builder, node: GraphNode) -> None:
     _rnn_weights(b, layer, attr, "l0", kind, c.get("use_bias", True))
     b.default_init("rnn")
     _rnn_notes(b, layer, c)
-    call = f"self.{attr}({x.var}"
+    call = f"self.{attr}({steps}"
     if init is not None:
         states = [
             b.value(r, "last").var for r in (init if isinstance(init, (list, tuple)) else [init])
