@@ -407,7 +407,9 @@ def _dot_attention():
     cross = L.Attention()([x, v, k])
     out, weights = L.Attention(score_mode="concat", use_scale=True)(
         [own, cross], return_attention_scores=True)
-    return keras.Model([q, v, k], [L.Dense(2)(out), weights], name="dot_attention")
+    bahdanau = L.AdditiveAttention()([out, v])
+    scaled = L.AdditiveAttention(use_scale=True)([bahdanau, v, k], use_causal_mask=False)
+    return keras.Model([q, v, k], [L.Dense(2)(scaled), weights], name="dot_attention")
 
 
 def _pad_1d_3d():

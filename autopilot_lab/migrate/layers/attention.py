@@ -123,15 +123,20 @@ class DotAttention(nn.Module):
     softmax over the value steps of the query-key scores, a causal mask by subtracting 1e9 as
     Keras does, dropout on the weights in training."""
 
-    def __init__(self, use_scale=False, concat=False, dropout=0.0):
+    def __init__(self, use_scale=False, concat=False, dropout=0.0, additive_dim=0):
         super().__init__()
-        self.scale = nn.Parameter(torch.ones(())) if use_scale else None
+        self.additive = bool(additive_dim)  # AdditiveAttention: sum(scale * tanh(q + k))
+        scale_shape = (additive_dim,) if additive_dim else ()
+        self.scale = nn.Parameter(torch.ones(scale_shape)) if use_scale else None
         self.concat_score_weight = nn.Parameter(torch.ones(())) if concat else None
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, query, value, key=None, causal=False):
         key = value if key is None else key
-        if self.concat_score_weight is None:
+        if self.additive:
+            summed = torch.tanh(query.unsqueeze(-2) + key.unsqueeze(-3))
+            scores = (summed if self.scale is None else self.scale * summed).sum(-1)
+        elif self.concat_score_weight is None:
             scores = query @ key.transpose(-2, -1)
             if self.scale is not None:
                 scores = scores * self.scale
@@ -150,14 +155,17 @@ class DotAttention(nn.Module):
 
 @register(
     "Attention",
+    "AdditiveAttention",
     family="attention",
     torch="DotAttention",
     notes="[query, value] or [query, value, key] of rank 3; score_mode dot or concat, "
-    "use_scale, dropout, use_causal_mask, return_attention_scores; masks are flagged",
+    "additive (Bahdanau) scores, use_scale, dropout, use_causal_mask, "
+    "return_attention_scores; masks are flagged",
 )
 def dot_attention(b: Builder, node: GraphNode) -> None:
     layer, c = node.layer, cfg(node.layer)
-    if c.get("score_mode", "dot") not in ("dot", "concat"):
+    additive = type(layer).__name__ == "AdditiveAttention"
+    if not additive and c.get("score_mode", "dot") not in ("dot", "concat"):
         raise Unsupported(f"Attention score_mode={c.get('score_mode')!r}")
     refs = list(node.inputs)
     if len(refs) not in (2, 3) or any(len(r.shape) != 2 for r in refs):
@@ -168,14 +176,20 @@ def dot_attention(b: Builder, node: GraphNode) -> None:
     args = []
     if c.get("use_scale"):
         args.append("use_scale=True")
-    if c.get("score_mode") == "concat":
+    if c.get("score_mode") == "concat" and not additive:
         args.append("concat=True")
+    if additive:
+        args.append(f"additive_dim={int(q.shape[-1])}")
     if c.get("dropout"):
         args.append(f"dropout={num(c['dropout'])}")
     attr = b.add_module(layer, f"DotAttention({', '.join(args)})")
     if layer.scale is not None:
         b.weight(layer, layer.scale, f"{attr}.scale", arr(layer.scale), "as is")
-    if layer.concat_score_weight is not None:
+        if additive:  # glorot_uniform over the feature axis in Keras
+            shape = tuple(int(d) for d in layer.scale.shape)
+            init_weight(b, layer, "GlorotUniform", f"self.{attr}.scale", shape, shape,
+                        default="(always)")
+    if getattr(layer, "concat_score_weight", None) is not None:
         b.weight(layer, layer.concat_score_weight, f"{attr}.concat_score_weight",
                  arr(layer.concat_score_weight), "as is")
     call_args = [q.var, v.var]
