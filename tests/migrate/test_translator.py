@@ -297,6 +297,7 @@ CASES = {
         L.GRU(3, reset_after=False, use_bias=False),
         L.Dense(2)),
     "go_backwards": lambda: _go_backwards(),
+    "keras_ops_unary_reduce": lambda: _keras_ops(),
     "center_crop": lambda: seq(
         (7, 6, 3), L.CenterCrop(4, 3), L.Conv2D(2, 2), L.CenterCrop(2, 2), L.Flatten(),
         L.Dense(2)),
@@ -386,6 +387,19 @@ def _mha(causal=False, cross=False):
         return keras.Model([q, v, k], y, name="mha_cross")
     y = L.MultiHeadAttention(2, 4, output_shape=6)(q, q, use_causal_mask=causal)
     return keras.Model(q, y, name="mha_self")
+
+
+def _keras_ops():
+    """keras.ops calls in a functional graph: gelu (Keras' approximate default and exact),
+    elementwise functions, and reductions over any axes with and without keepdims."""
+    ops = keras.ops
+    inp = keras.Input((4, 5))
+    x = L.Dense(5)(inp)
+    g = ops.gelu(x) + ops.gelu(x, approximate=False) + ops.tanh(x) * ops.sigmoid(x)
+    m = ops.mean(g, axis=1) + ops.max(g, axis=1) + ops.sum(ops.square(g), axis=-2)
+    k = ops.mean(ops.abs(g), axis=-1, keepdims=True)
+    out = L.Dense(2)(m + ops.mean(k, axis=1) + ops.min(ops.exp(-g), axis=1))
+    return keras.Model(inp, [out, ops.mean(g, axis=[1, 2])], name="keras_ops")
 
 
 def _go_backwards():

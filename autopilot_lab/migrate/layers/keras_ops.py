@@ -95,3 +95,54 @@ def ops_compare(b: Builder, node: GraphNode) -> None:
         raise Unsupported("comparison with a constant array")
     b.map_functional(node.layer)
     b.assign(f"{x.var} {sym} {rhs}", ref=node.outputs[0], layout=x.layout, hint=node.layer.name)
+
+
+UNARY = {"Relu": "torch.relu({x})", "Sigmoid": "torch.sigmoid({x})", "Tanh": "torch.tanh({x})",
+         "Exp": "torch.exp({x})", "Log": "torch.log({x})", "Sqrt": "torch.sqrt({x})",
+         "Absolute": "torch.abs({x})", "Negative": "-{x}", "Square": "torch.square({x})",
+         "Softplus": "F.softplus({x})", "Silu": "F.silu({x})"}
+
+
+@register(*(f"ops.{k}" for k in UNARY), "ops.Gelu", family="keras.ops",
+          torch="torch / F elementwise functions",
+          notes="gelu with Keras' default approximate=True (tanh form) or exact")
+def ops_unary(b: Builder, node: GraphNode) -> None:
+    name = type(node.layer).__name__
+    if len(node.args) != 1 or not isinstance(node.args[0], TensorRef):
+        raise Unsupported(f"keras.ops {name} with unexpected arguments")
+    x = b.value(node.args[0])
+    if name == "Gelu":
+        approximate = getattr(node.layer, "approximate", True)
+        expr = f'F.gelu({x.var}, approximate="tanh")' if approximate else f"F.gelu({x.var})"
+    else:
+        expr = UNARY[name].format(x=x.var)
+    if expr.startswith("F."):
+        b.use("F")
+    b.map_functional(node.layer)
+    b.assign(expr, ref=node.outputs[0], layout=x.layout, reuse=x, hint=node.layer.name)
+
+
+REDUCTIONS = {"Mean": "{x}.mean({dims})", "Sum": "{x}.sum({dims})",
+              "Max": "torch.amax({x}, {dims})", "Min": "torch.amin({x}, {dims})",
+              "Any": "torch.any({x}, {dims})", "All": "torch.all({x}, {dims})"}
+
+
+@register(*(f"ops.{k}" for k in REDUCTIONS), family="keras.ops",
+          torch="mean / sum / amax / amin / any / all", notes="axis (any, or all), keepdims")
+def ops_reduce(b: Builder, node: GraphNode) -> None:
+    op, name = node.layer, type(node.layer).__name__
+    if len(node.args) != 1 or not isinstance(node.args[0], TensorRef):
+        raise Unsupported(f"keras.ops {name} with unexpected arguments")
+    if getattr(op, "initial", None) is not None:
+        raise Unsupported(f"keras.ops {name} with an initial value")
+    rank = len(node.args[0].shape) + 1
+    axis = getattr(op, "axis", None)
+    axes = range(rank) if axis is None else (axis if isinstance(axis, (list, tuple))
+                                            else [axis])
+    dims = tuple(sorted(int(a) % rank for a in axes))
+    keep = bool(getattr(op, "keepdims", False))
+    x = b.value(node.args[0], "last")  # Keras' own layout, so Keras' axes apply as they are
+    args = f"dim={dims}" + (", keepdim=True" if keep else "")
+    b.map_functional(op)
+    b.assign(REDUCTIONS[name].format(x=x.var, dims=args), ref=node.outputs[0], layout="last",
+             hint=op.name)
