@@ -166,6 +166,12 @@ def main(argv: list[str] | None = None) -> int:
                   f"{row.get('mutants', 0)} caught, {row.get('survived', 0)} survived "
                   f"(score {row.get('score')})" if "error" not in row else row["error"],
                   flush=True)
+    # one results file for the whole core: a run of some modules replaces their rows only
+    earlier = results_io.RESULTS / "mutation.json"
+    if earlier.is_file():
+        kept = [r for r in json.loads(earlier.read_text()).get("modules", [])
+                if r.get("name") not in modules and r.get("name") in MODULES]
+        rows = sorted(kept + rows, key=lambda r: list(MODULES).index(r["name"]))
     judged = [r for r in rows if r.get("score") is not None]
     caught = sum(r["killed"] + r["timeout"] for r in judged)
     total = sum(r["killed"] + r["timeout"] + r["survived"] for r in judged)

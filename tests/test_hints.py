@@ -59,3 +59,44 @@ def test_catalogue_lists_every_kind_with_its_repairs_and_docs_are_current():
         assert f"| `{kind.name}` |" in md
     assert "`lower_lr`" in md.split("| `NAN_LOSS` |")[1].splitlines()[0]
     assert (ROOT / "docs" / "hints.md").read_text() == md, "run `make hints-doc`"
+
+
+def test_each_text_field_is_cleaned_and_bounded_at_its_own_limit():
+    limits = {"check": 200, "metric": 200, "observed": 500, "expected": 500,
+              "suggestion": 500, "where": 200}
+    base = {"check": "c", "metric": "m", "observed": "o", "expected": "e", "suggestion": "s",
+            "where": "w"}
+    for field, limit in limits.items():
+        exact = Hint(HintKind.STYLE, **{**base, field: "x" * limit})
+        assert getattr(exact, field) == "x" * limit, field  # at the limit: kept whole
+        over = getattr(Hint(HintKind.STYLE, **{**base, field: "x" * (limit + 1)}), field)
+        assert len(over) <= limit and "cut" in over, (field, len(over))
+    escaped = Hint(HintKind.RUNTIME_ERROR, "build", "error", "\x1b[31mred\x1b[0m", 0.5, "fix")
+    assert escaped.observed == "red" and escaped.expected == 0.5  # numbers stay numbers
+
+
+def test_hints_and_keeps_are_frozen_records_with_a_stable_key_and_canonical_json():
+    import dataclasses
+
+    import pytest
+
+    hint = Hint(HintKind.NAN_LOSS, "trainability", "loss", "nan", "finite", "lower lr",
+                where="recipe.lr")
+    assert hint.key == "NAN_LOSS:trainability:loss:recipe.lr"
+    assert hint.to_json() == json.dumps(json.loads(hint.to_json()), sort_keys=True)
+    keep = Keep("parity", "outputs match", {"max_abs": 1e-7})
+    assert Keep.from_dict(keep.to_dict()) == keep and keep.to_text() == \
+        "[KEEP] parity: outputs match"
+    for record, field in ((hint, "check"), (keep, "what"), (HintKind.NAN_LOSS.info, "meaning")):
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            setattr(record, field, "changed")
+    assert [int(p) for p in Priority] == [1, 2, 3, 4]  # P1 first, as the names say
+
+
+def test_the_module_prints_the_catalogue_the_docs_hold():
+    import subprocess
+    import sys
+
+    printed = subprocess.run([sys.executable, "-m", "autopilot_lab.hints"], cwd=ROOT,
+                             capture_output=True, text=True, check=True).stdout
+    assert printed == (ROOT / "docs" / "hints.md").read_text()
