@@ -399,7 +399,10 @@ def _keras_ops():
     m = ops.mean(g, axis=1) + ops.max(g, axis=1) + ops.sum(ops.square(g), axis=-2)
     k = ops.mean(ops.abs(g), axis=-1, keepdims=True)
     out = L.Dense(2)(m + ops.mean(k, axis=1) + ops.min(ops.exp(-g), axis=1))
-    return keras.Model(inp, [out, ops.mean(g, axis=[1, 2])], name="keras_ops")
+    # the mask-like flag Keras models compute, cast back to numbers and reshaped
+    flag = ops.cast(ops.any(ops.not_equal(x, 0.0), axis=-1), "float32")  # (batch, 4)
+    shaped = ops.squeeze(ops.expand_dims(flag, 1), axis=1) * ops.mean(m, axis=-1, keepdims=True)
+    return keras.Model(inp, [out, ops.mean(g, axis=[1, 2]), shaped], name="keras_ops")
 
 
 def _go_backwards():

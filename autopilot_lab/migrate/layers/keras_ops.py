@@ -146,3 +146,38 @@ def ops_reduce(b: Builder, node: GraphNode) -> None:
     b.map_functional(op)
     b.assign(REDUCTIONS[name].format(x=x.var, dims=args), ref=node.outputs[0], layout="last",
              hint=op.name)
+
+
+TORCH_DTYPES = {"float32": "torch.float32", "float64": "torch.float64",
+                "float16": "torch.float16", "bfloat16": "torch.bfloat16",
+                "int32": "torch.int32", "int64": "torch.int64", "bool": "torch.bool"}
+
+
+@register("ops.Cast", "ops.ExpandDims", "ops.Squeeze", family="keras.ops",
+          torch=".to(dtype) / unsqueeze / squeeze", notes="Keras' axes, in Keras' layout")
+def ops_shape_and_type(b: Builder, node: GraphNode) -> None:
+    op, name = node.layer, type(node.layer).__name__
+    if len(node.args) != 1 or not isinstance(node.args[0], TensorRef):
+        raise Unsupported(f"keras.ops {name} with unexpected arguments")
+    if name == "Cast":
+        dtype = str(getattr(op, "dtype", ""))
+        if dtype not in TORCH_DTYPES:
+            raise Unsupported(f"keras.ops.cast to {dtype!r}")
+        x = b.value(node.args[0])
+        expr, layout = f"{x.var}.to({TORCH_DTYPES[dtype]})", x.layout
+    else:
+        x, layout = b.value(node.args[0], "last"), "last"  # Keras' axes apply as they are
+        rank = len(node.args[0].shape) + 1
+        axis = getattr(op, "axis", None)
+        if name == "ExpandDims":
+            if isinstance(axis, (list, tuple)):
+                raise Unsupported("keras.ops.expand_dims over several axes")
+            expr = f"{x.var}.unsqueeze({int(axis) % (rank + 1)})"
+        elif axis is None:
+            raise Unsupported("keras.ops.squeeze without an axis (the batch axis could go)")
+        else:
+            axes = tuple(sorted(int(a) % rank for a in (axis if isinstance(axis, (list, tuple))
+                                                        else [axis])))
+            expr = f"{x.var}.squeeze({axes[0] if len(axes) == 1 else axes})"
+    b.map_functional(op)
+    b.assign(expr, ref=node.outputs[0], layout=layout, hint=op.name)
