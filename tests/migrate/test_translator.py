@@ -297,6 +297,16 @@ CASES = {
         L.GRU(3, reset_after=False, use_bias=False),
         L.Dense(2)),
     "go_backwards": lambda: _go_backwards(),
+    # activations nn.LSTM / nn.GRU hard-code otherwise: an explicit loop, both GRU forms
+    "recurrent_activations": lambda: seq(
+        (5, 3),
+        L.LSTM(4, activation="relu", return_sequences=True, bias_initializer="random_normal"),
+        L.GRU(4, recurrent_activation="hard_sigmoid", return_sequences=True,
+              bias_initializer="random_normal"),
+        L.GRU(4, activation="relu", reset_after=False, go_backwards=True,
+              return_sequences=True),
+        L.LSTM(3, recurrent_activation="relu", go_backwards=True),
+        L.Dense(2)),
     "keras_ops_unary_reduce": lambda: _keras_ops(),
     "center_crop": lambda: seq(
         (7, 6, 3), L.CenterCrop(4, 3), L.Conv2D(2, 2), L.CenterCrop(2, 2), L.Flatten(),

@@ -106,14 +106,14 @@ def _rnn_ctor(torch_cls: str, n_in: int, units: int, c: dict, bidirectional: boo
     "SimpleRNN",
     family="recurrent",
     torch="nn.LSTM / nn.GRU / nn.RNN",
-    notes="batch_first; return_sequences, return_state, initial_state, go_backwards; "
-    "tanh/sigmoid only; GRU reset_after=False (GRUResetBefore, an explicit loop) with "
-    "return_sequences and go_backwards, outside Bidirectional",
+    notes="batch_first; return_sequences, return_state, initial_state, go_backwards; other "
+    "activations and GRU reset_after=False as an explicit loop (KerasGRULoop, KerasLSTMLoop: "
+    "return_sequences, go_backwards), outside Bidirectional",
 )
 def recurrent(b: Builder, node: GraphNode) -> None:
     layer = node.layer
-    if type(layer).__name__ == "GRU" and not cfg(layer).get("reset_after", True):
-        _gru_reset_before(b, node)
+    if _needs_loop(type(layer).__name__, cfg(layer)):
+        _recurrent_loop(b, node)
         return
     torch_cls, units, c = _rnn_spec(layer)
     kind = type(layer).__name__
@@ -221,74 +221,132 @@ def bidirectional(b: Builder, node: GraphNode) -> None:
     b.assign(expr, ref=node.outputs[0], hint=layer.name)
 
 
-GRU_RESET_BEFORE = '''
-class GRUResetBefore(nn.Module):
-    """Keras' GRU with reset_after=False, step by step: the reset gate scales the state before
-    the recurrent kernel (nn.GRU has only the other form). Kernels in Keras' layout and gate
-    order (z, r, h); batch first; with go_backwards the steps (and a returned sequence) run
-    from the last to the first, as in Keras."""
+GRU_LOOP = '''
+class KerasGRULoop(nn.Module):
+    """Keras' GRU step by step, for what nn.GRU cannot express: reset_after=False (the reset
+    gate scales the state before the recurrent kernel) and other activations. Kernels in
+    Keras' layout and gate order (z, r, h); batch first; with go_backwards the steps (and a
+    returned sequence) run from the last to the first, as in Keras."""
 
-    def __init__(self, input_size, units, bias=True, return_sequences=False,
-                 go_backwards=False):
+    def __init__(self, input_size, units, bias=True, reset_after=True, activation=None,
+                 recurrent_activation=None, return_sequences=False, go_backwards=False):
         super().__init__()
-        self.units, self.return_sequences, self.go_backwards = (units, return_sequences,
-                                                                go_backwards)
+        self.units, self.reset_after = units, reset_after
+        self.return_sequences, self.go_backwards = return_sequences, go_backwards
+        self.activation = activation or nn.Tanh()
+        self.recurrent_activation = recurrent_activation or nn.Sigmoid()
         self.kernel = nn.Parameter(torch.empty(input_size, 3 * units))
         self.recurrent_kernel = nn.Parameter(torch.empty(units, 3 * units))
-        self.bias = nn.Parameter(torch.zeros(3 * units)) if bias else None
+        shape = (2, 3 * units) if reset_after else (3 * units,)
+        self.bias = nn.Parameter(torch.zeros(shape)) if bias else None
 
     def forward(self, x):
-        u = self.units
+        u, act, gate = self.units, self.activation, self.recurrent_activation
         xs = x @ self.kernel
+        rec_bias = 0.0
         if self.bias is not None:
-            xs = xs + self.bias
+            xs = xs + (self.bias[0] if self.reset_after else self.bias)
+            rec_bias = self.bias[1] if self.reset_after else 0.0
         h = x.new_zeros(x.shape[0], u)
-        rec_z, rec_r, rec_h = self.recurrent_kernel.split(u, dim=-1)
         steps = range(x.shape[1] - 1, -1, -1) if self.go_backwards else range(x.shape[1])
         outputs = []
         for t in steps:
             x_z, x_r, x_h = xs[:, t].split(u, dim=-1)
-            z = torch.sigmoid(x_z + h @ rec_z)
-            r = torch.sigmoid(x_r + h @ rec_r)
-            h = z * h + (1 - z) * torch.tanh(x_h + (r * h) @ rec_h)
+            if self.reset_after:
+                r_z, r_r, r_h = (h @ self.recurrent_kernel + rec_bias).split(u, dim=-1)
+                z, r = gate(x_z + r_z), gate(x_r + r_r)
+                candidate = act(x_h + r * r_h)
+            else:
+                rec_z, rec_r, rec_h = self.recurrent_kernel.split(u, dim=-1)
+                z, r = gate(x_z + h @ rec_z), gate(x_r + h @ rec_r)
+                candidate = act(x_h + (r * h) @ rec_h)
+            h = z * h + (1 - z) * candidate
+            outputs.append(h)
+        return torch.stack(outputs, dim=1) if self.return_sequences else h
+'''
+
+LSTM_LOOP = '''
+class KerasLSTMLoop(nn.Module):
+    """Keras' LSTM step by step, for activations nn.LSTM hard-codes (tanh, sigmoid). Kernels
+    in Keras' layout and gate order (i, f, c, o); batch first; go_backwards as in Keras."""
+
+    def __init__(self, input_size, units, bias=True, activation=None,
+                 recurrent_activation=None, return_sequences=False, go_backwards=False):
+        super().__init__()
+        self.units, self.return_sequences, self.go_backwards = (units, return_sequences,
+                                                                go_backwards)
+        self.activation = activation or nn.Tanh()
+        self.recurrent_activation = recurrent_activation or nn.Sigmoid()
+        self.kernel = nn.Parameter(torch.empty(input_size, 4 * units))
+        self.recurrent_kernel = nn.Parameter(torch.empty(units, 4 * units))
+        self.bias = nn.Parameter(torch.zeros(4 * units)) if bias else None
+
+    def forward(self, x):
+        u, act, gate = self.units, self.activation, self.recurrent_activation
+        xs = x @ self.kernel
+        if self.bias is not None:
+            xs = xs + self.bias
+        h = c = x.new_zeros(x.shape[0], u)
+        steps = range(x.shape[1] - 1, -1, -1) if self.go_backwards else range(x.shape[1])
+        outputs = []
+        for t in steps:
+            i, f, g, o = (xs[:, t] + h @ self.recurrent_kernel).split(u, dim=-1)
+            c = gate(f) * c + gate(i) * act(g)
+            h = gate(o) * act(c)
             outputs.append(h)
         return torch.stack(outputs, dim=1) if self.return_sequences else h
 '''
 
 
-def _gru_reset_before(b: Builder, node: GraphNode) -> None:
-    """GRU(reset_after=False) outside Bidirectional: an explicit loop in Keras' layout."""
-    from .common import init_weight
+def _needs_loop(kind: str, c: dict) -> bool:
+    """A GRU or LSTM nn.GRU / nn.LSTM cannot express: other activations, or reset_after=False."""
+    if kind not in ("GRU", "LSTM"):
+        return False
+    acts = (_activation_name(c.get("activation")), _activation_name(
+        c.get("recurrent_activation")))
+    return acts != ("tanh", "sigmoid") or (kind == "GRU" and not c.get("reset_after", True))
+
+
+def _recurrent_loop(b: Builder, node: GraphNode) -> None:
+    """GRU or LSTM as an explicit loop in Keras' layout (outside Bidirectional)."""
+    from .common import ACTIVATIONS, init_weight
 
     layer, c = node.layer, cfg(node.layer)
-    act, rec = _activation_name(c.get("activation")), _activation_name(
-        c.get("recurrent_activation"))
-    if act != "tanh" or rec != "sigmoid":
-        raise Unsupported(f"GRU(reset_after=False) with activation={act!r}, "
-                          f"recurrent_activation={rec!r}")
+    kind = type(layer).__name__
+    mods = []
+    for key in ("activation", "recurrent_activation"):
+        name = _activation_name(c.get(key))
+        module = ACTIVATIONS.get("gelu" if name == "gelu_approximate" else name, (None, None))[1]
+        if module is None:
+            raise Unsupported(f"{kind} with {key}={name!r}: no torch module for it")
+        mods.append(f"{key}={module}")
     if c.get("stateful") or c.get("return_state"):
-        raise Unsupported("GRU(reset_after=False) with stateful or return_state")
+        raise Unsupported(f"{kind} as an explicit loop with stateful or return_state")
     if node.kwargs.get("initial_state") is not None or len(node.args) > 1:
-        raise Unsupported("GRU(reset_after=False) with an initial_state")
+        raise Unsupported(f"{kind} as an explicit loop with an initial_state")
     x = b.value(node.args[0], "last")
     units, bias = int(c["units"]), c.get("use_bias", True)
-    b.helper("GRUResetBefore", GRU_RESET_BEFORE)
+    b.helper(f"Keras{kind}Loop", GRU_LOOP if kind == "GRU" else LSTM_LOOP)
     args = [str(int(x.shape[-1])), str(units)]
     if not bias:
         args.append("bias=False")
+    if kind == "GRU" and not c.get("reset_after", True):
+        args.append("reset_after=False")
+    args += mods
     if c.get("return_sequences"):
         args.append("return_sequences=True")
     if c.get("go_backwards"):
         args.append("go_backwards=True")
-    attr = b.add_module(layer, f"GRUResetBefore({', '.join(args)})")
+    attr = b.add_module(layer, f"Keras{kind}Loop({', '.join(args)})")
     cell = layer.cell
+    gates = "z, r, h" if kind == "GRU" else "i, f, c, o"
     for var, key, default in ((cell.kernel, "kernel", "GlorotUniform"),
                               (cell.recurrent_kernel, "recurrent_kernel", "Orthogonal")):
         shape = tuple(int(d) for d in var.shape)
-        b.weight(layer, var, f"{attr}.{key}", arr(var), "as is (Keras layout, gates z, r, h)")
-        init = c.get(f"{key}_initializer") or default
-        init_weight(b, layer, init, f"self.{attr}.{key}", shape, shape, default="(always)")
+        b.weight(layer, var, f"{attr}.{key}", arr(var), f"as is (Keras layout, gates {gates})")
+        init_weight(b, layer, c.get(f"{key}_initializer") or default, f"self.{attr}.{key}",
+                    shape, shape, default="(always)")
     if bias:
-        b.weight(layer, cell.bias, f"{attr}.bias", arr(cell.bias), "as is (input bias)")
+        b.weight(layer, cell.bias, f"{attr}.bias", arr(cell.bias), "as is")
     _rnn_notes(b, layer, c)
     b.assign(f"self.{attr}({x.var})", ref=node.outputs[0], reuse=x, hint=layer.name)
