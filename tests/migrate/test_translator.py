@@ -308,6 +308,9 @@ CASES = {
         L.LSTM(3, recurrent_activation="relu", go_backwards=True),
         L.Dense(2)),
     "keras_ops_unary_reduce": lambda: _keras_ops(),
+    "resizing": lambda: seq(
+        (6, 5, 2), L.Resizing(9, 7), L.Conv2D(3, 2), L.Resizing(4, 3, interpolation="nearest"),
+        L.Resizing(5, 2), L.Flatten(), L.Dense(2)),
     "center_crop": lambda: seq(
         (7, 6, 3), L.CenterCrop(4, 3), L.Conv2D(2, 2), L.CenterCrop(2, 2), L.Flatten(),
         L.Dense(2)),

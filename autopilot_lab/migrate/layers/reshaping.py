@@ -131,6 +131,30 @@ def cropping(b: Builder, node: GraphNode) -> None:
     b.assign(f"{x.var}{index}", ref=node.outputs[0], layout=x.layout, reuse=x, hint=layer.name)
 
 
+@register("Resizing", family="reshaping", torch="F.interpolate (bilinear, nearest-exact)",
+          notes="bilinear or nearest, without antialias, crop_to_aspect_ratio or "
+                "pad_to_aspect_ratio (TensorFlow's half-pixel centres: torch's align_corners="
+                "False and nearest-exact)")
+def resizing(b: Builder, node: GraphNode) -> None:
+    layer, c = node.layer, cfg(node.layer)
+    mode = c.get("interpolation", "bilinear")
+    if mode not in ("bilinear", "nearest"):
+        raise Unsupported(f"Resizing interpolation {mode!r}")
+    if c.get("antialias") or c.get("crop_to_aspect_ratio") or c.get("pad_to_aspect_ratio"):
+        raise Unsupported("Resizing with antialias, crop_to_aspect_ratio or pad_to_aspect_ratio")
+    if len(node.inputs[0].shape) != 3:
+        raise Unsupported("Resizing on a tensor that is not a batch of images")
+    fmt = c.get("data_format", "channels_last") or "channels_last"
+    x = b.input(node, 0, "last" if fmt == "channels_first" else "first")
+    size = (int(c["height"]), int(c["width"]))
+    how = ('mode="bilinear", align_corners=False' if mode == "bilinear"
+           else 'mode="nearest-exact"')
+    b.use("F")
+    b.map_functional(layer)
+    b.assign(f"F.interpolate({x.var}, size={size}, {how})", ref=node.outputs[0],
+             layout=x.layout, reuse=x, hint=layer.name)
+
+
 @register("CenterCrop", family="reshaping", torch="slicing",
           notes="images at least as large as the crop (a smaller one is resized: flagged)")
 def center_crop(b: Builder, node: GraphNode) -> None:
