@@ -1113,10 +1113,9 @@ class Sandbox:
             scratch = None if bwrap else (w.run_dir,
                                           _disk_usage(w.run_dir) + (lim.scratch_mb << 20))
             layers, rlimits = self._layers(lim, w.uid, w.cg, scratch is not None)
-            spec = json.loads(_spec_json(job, payload, w.inner, rlimits))
-            spec.update(inbox=str(w.inner_in), links=[*files, *sources],
-                        channel=on_ask is not None)
-            w.spec_file.write(json.dumps(spec).encode())
+            w.spec_file.write(_spec_json(job, payload, w.inner, rlimits,
+                                         inbox=str(w.inner_in), links=[*files, *sources],
+                                         channel=on_ask is not None).encode())
             w.spec_file.flush()
             w.spec_file.seek(0)
             start = time.monotonic()
@@ -1387,9 +1386,11 @@ def _max_pids(lim: Limits, isolation: str) -> int:
     return lim.processes + (3 if isolation == "bwrap" else 1)
 
 
-def _spec_json(job: str, payload: dict, inner: Path, rlimits: dict[str, int]) -> str:
+def _spec_json(job: str, payload: dict, inner: Path, rlimits: dict[str, int],
+               **warm: Any) -> str:
+    """The child's spec as JSON (``warm``: a warm child's inbox, links and channel flag)."""
     spec = {"job": job, "payload": payload, "workdir": str(inner), "rlimits": rlimits,
-            "max_result_bytes": MAX_RESULT_BYTES, "python": sys.version}
+            "max_result_bytes": MAX_RESULT_BYTES, "python": sys.version, **warm}
     try:
         return json.dumps(spec)
     except (TypeError, ValueError) as exc:

@@ -44,7 +44,9 @@ class Verdict:
         """``pass``, ``FAIL``, or ``n/a`` for a check with nothing to judge in this candidate
         (its evidence says why under ``not_applicable``); an n/a verdict passes, so that the
         score of a candidate does not depend on which optional files it carries."""
-        return label(self.to_dict())
+        if self.evidence.get("not_applicable"):
+            return "n/a"
+        return "pass" if self.passed else "FAIL"
 
     def to_dict(self, with_timing: bool = False) -> dict[str, Any]:
         d = {
@@ -142,13 +144,6 @@ class Scorecard:
     def from_dict(cls, d: dict[str, Any]) -> Scorecard:
         return cls(verdicts=tuple(Verdict.from_dict(v) for v in d["verdicts"]),
                    skipped=tuple(d.get("skipped", ())))
-
-
-def label(verdict: dict[str, Any]) -> str:
-    """The one-word state of a verdict's dict (as stored): ``pass``, ``FAIL`` or ``n/a``."""
-    if verdict.get("evidence", {}).get("not_applicable"):
-        return "n/a"
-    return "pass" if verdict["passed"] else "FAIL"
 
 
 def _json_default(o: Any) -> Any:

@@ -129,7 +129,8 @@ class DotAttention(nn.Module):
         scale_shape = (additive_dim,) if additive_dim else ()
         self.scale = nn.Parameter(torch.ones(scale_shape)) if use_scale else None
         self.concat_score_weight = nn.Parameter(torch.ones(())) if concat else None
-        self.dropout = nn.Dropout(dropout)
+        # no dropout module where Keras has none: parity compares the dropouts a forward calls
+        self.dropout = nn.Dropout(dropout) if dropout else nn.Identity()
 
     def forward(self, query, value, key=None, causal=False):
         key = value if key is None else key

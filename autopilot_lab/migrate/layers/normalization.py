@@ -110,8 +110,7 @@ def layer_norm(b: Builder, node: GraphNode) -> None:
     layer, c = node.layer, cfg(node.layer)
     axes = _trailing_axes(node, c.get("axis", -1))
     x = b.input(node, 0, "last")
-    shape = tuple(int(x.shape[a - 1]) for a in axes)
-    nshape = str(shape[0]) if len(shape) == 1 else str(shape)
+    nshape = _normalized_shape(x, axes)
     eps = num(c.get("epsilon", 1e-3))
     scale, center = c.get("scale", True), c.get("center", True)
     if c.get("rms_scaling"):
@@ -130,6 +129,12 @@ def layer_norm(b: Builder, node: GraphNode) -> None:
     else:
         raise Unsupported("LayerNormalization with center=True, scale=False is not translated")
     b.assign(f"self.{attr}({x.var})", ref=node.outputs[0], layout="last", reuse=x, hint=layer.name)
+
+
+def _normalized_shape(x, axes: list[int]) -> str:
+    """The ``normalized_shape`` argument of nn.LayerNorm / nn.RMSNorm for Keras' ``axes``."""
+    shape = tuple(int(x.shape[a - 1]) for a in axes)
+    return str(shape[0]) if len(shape) == 1 else str(shape)
 
 
 def _trailing_axes(node: GraphNode, axis) -> list[int]:
@@ -153,8 +158,7 @@ def rms_norm(b: Builder, node: GraphNode) -> None:
     layer, c = node.layer, cfg(node.layer)
     axes = _trailing_axes(node, c.get("axis", -1))
     x = b.input(node, 0, "last")
-    shape = tuple(int(x.shape[a - 1]) for a in axes)
-    nshape = str(shape[0]) if len(shape) == 1 else str(shape)
+    nshape = _normalized_shape(x, axes)
     attr = b.add_module(layer, f"nn.RMSNorm({nshape}, eps={num(c.get('epsilon', 1e-6))})")
     b.weight(layer, layer.scale, f"{attr}.weight", arr(layer.scale), "as is (scale)")
     b.init_line(f"nn.init.ones_(self.{attr}.weight)")
